@@ -1,0 +1,91 @@
+"""Engine configuration. Every limit lives here, with defaults chosen on News-T and the
+synthetic drift stream (see docs/benchmarks.md); none is specific to one data set."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    # --- scopes
+    scope_fields: tuple[str, ...] = ()
+    """metadata fields that split a (type, model) space further, e.g. ("domain",)."""
+
+    # --- assignment
+    assign_threshold: float = 0.55
+    """weighted cosine needed to join a cluster; below it the item opens a candidate."""
+    tau_seconds: float = 7 * DAY
+    """temporal closeness exp(-|dt|/tau) between the item and the cluster's last activity."""
+    search_k: int = 8
+    """nearest centroids fetched per item; more only matter at exact ties."""
+
+    # --- lifecycle
+    half_life_seconds: float = 2 * DAY
+    """cluster weights halve after this much event time without new members."""
+    min_weight: float = 3.0
+    """a candidate becomes a real cluster (event `created`) at this weight."""
+    retire_weight: float = 0.25
+    """an active cluster, or a candidate, fading below this weight leaves the index."""
+    max_clusters_per_scope: int = 20_000
+    """hard cap: the lightest clusters retire first when it is passed."""
+    tick_items: int = 256
+    """maintenance (decay sweep, promotion, merges) runs every this many items of a scope."""
+    merge_threshold: float = 0.3
+    """two clusters merge when their average member-to-member cosine reaches this."""
+    size_warning: int = 50
+
+    # --- reconsolidation
+    reconsolidate_items: int = 20_000
+    reconsolidate_seconds: float = 1 * DAY
+    drift_block: int = 64
+    """items per new-cluster-rate sample fed to the ADWIN drift detector."""
+    drift_delta: float = 0.002
+    min_reconsolidation_clusters: int = 10
+    reservoir_size: int = 8
+    hdbscan_min_cluster_size: int = 5
+    hdbscan_min_samples: int = 3
+    max_reconsolidation_points: int = 6_000
+    split_fraction: float = 0.3
+    """MONIC: each part of a split holds at least this share of the old cluster."""
+    survival_fraction: float = 0.7
+
+    # --- representatives
+    representatives_k: int = 5
+    label_terms: int = 4
+    max_snapshot_members: int = 100_000
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> EngineConfig:
+        """Build from a TOML table; unknown keys are an error so typos never pass silently."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown engine settings: {', '.join(unknown)}")
+        values = dict(data)
+        if "scope_fields" in values:
+            values["scope_fields"] = tuple(values["scope_fields"])
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not 0.0 < self.assign_threshold <= 1.0:
+            raise ValueError("assign_threshold must be in (0, 1]")
+        for name in ("tau_seconds", "half_life_seconds", "reconsolidate_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.retire_weight >= self.min_weight:
+            raise ValueError("retire_weight must be below min_weight")
+        for name in ("tick_items", "search_k", "reservoir_size", "reconsolidate_items", "drift_block"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")

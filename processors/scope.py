@@ -1,0 +1,394 @@
+"""One clustering space: the cluster table of a scope and the micro-batch assignment over it.
+
+Cluster state is kept in slot arrays (a slot is reused after a cluster retires; a cluster id
+never is). Each cluster holds a decayed linear sum `ls` and weight `w` referenced to the time
+`tref` of its last activity (lazy decay: scaling both by the same factor leaves the centroid
+and the mean vector ls/w unchanged, so decay is applied only when a cluster is touched).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from river import drift
+
+from processors.config import EngineConfig
+from processors.facets import EMPTY, FacetCounts, Facets
+from processors.search import knn_inner_product
+from schemas.outputs import ChangeEvent, ChangeKind
+
+log = logging.getLogger(__name__)
+
+CANDIDATE, ACTIVE = 0, 1
+STATUS_NAMES = ("candidate", "active")
+_EVENT_NS = uuid.UUID("3f0e6b1c-3d4e-5a7b-9c8d-0e1f2a3b4c5d")
+_LN2 = math.log(2.0)
+
+
+@dataclass(slots=True)
+class Member:
+    document_id: str | None
+    event_time: float
+    facets: Facets
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeKey:
+    embedding_type: str
+    embedding_model: str
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        extra = "".join(f"/{k}={v}" for k, v in self.fields)
+        return f"{self.embedding_type}/{self.embedding_model}{extra}"
+
+
+class ScopeState:
+    """Cluster table and assignment of one scope. All times are event times (epoch s)."""
+
+    def __init__(self, key: ScopeKey, dim: int, cfg: EngineConfig) -> None:
+        self.key = key
+        self.name = key.name
+        self.dim = dim
+        self.cfg = cfg
+        digest = hashlib.sha1(self.name.encode()).hexdigest()[:8]
+        self.prefix = f"{key.embedding_type}-{digest}"
+        self.cap = 0
+        self.n_used = 0
+        self.free: list[int] = []
+        self._grow(64)
+        self.item_slot: dict[str, int] = {}
+        self.slot_of: dict[int, int] = {}
+        self.seq = 0
+        self.watermark = -math.inf
+        self.next_no = 1
+        self.event_seq = 0
+        self.touched: set[int] = set()
+        self.fresh: set[int] = set()
+        self.size_warned: set[int] = set()
+        self.size_warnings = 0
+        self.events: list[ChangeEvent] = []
+        self.adwin = drift.ADWIN(delta=cfg.drift_delta)
+        self.block_new = 0
+        self.drift_pending = False
+        self.drifts = 0
+        self.items_since_recon = 0
+        self.last_recon_time: float | None = None
+        self.recon_runs = 0
+
+    # ------------------------------------------------------------------ storage
+    def _grow(self, cap: int) -> None:
+        old = self.cap
+        d, r = self.dim, self.cfg.reservoir_size
+
+        def ext(a: npt.NDArray[Any] | None, shape: tuple[int, ...], dtype: Any, fill: Any = 0) -> Any:
+            new = np.full(shape, fill, dtype=dtype)
+            if a is not None and old:
+                new[:old] = a[:old]
+            return new
+
+        g = getattr
+        self.ls = ext(g(self, "ls", None), (cap, d), np.float64)
+        self.cent = ext(g(self, "cent", None), (cap, d), np.float32)
+        self.w = ext(g(self, "w", None), (cap,), np.float64)
+        self.tref = ext(g(self, "tref", None), (cap,), np.float64)
+        self.norm = ext(g(self, "norm", None), (cap,), np.float64, 1.0)
+        self.t_first = ext(g(self, "t_first", None), (cap,), np.float64)
+        self.t_last = ext(g(self, "t_last", None), (cap,), np.float64)
+        self.cid = ext(g(self, "cid", None), (cap,), np.int64, -1)
+        self.status = ext(g(self, "status", None), (cap,), np.int8)
+        self.res_vec = ext(g(self, "res_vec", None), (cap, r, d), np.float32)
+        self.res_time = ext(g(self, "res_time", None), (cap, r), np.float64)
+        self.res_next = ext(g(self, "res_next", None), (cap,), np.int64)
+        self.res_ids: list[list[str | None]] = g(self, "res_ids", []) + [
+            [None] * r for _ in range(cap - old)
+        ]
+        self.members: list[dict[str, Member]] = g(self, "members", []) + [
+            {} for _ in range(cap - old)
+        ]
+        self.facets: list[FacetCounts] = g(self, "facets", []) + [
+            FacetCounts() for _ in range(cap - old)
+        ]
+        self.free.extend(range(cap - 1, old - 1, -1))
+        self.cap = cap
+
+    def _alloc(self) -> int:
+        if not self.free:
+            self._grow(self.cap * 2)
+        slot = self.free.pop()
+        self.n_used = max(self.n_used, slot + 1)
+        return slot
+
+    def _release(self, slot: int) -> None:
+        for item in self.members[slot]:
+            self.item_slot.pop(item, None)
+        self.slot_of.pop(int(self.cid[slot]), None)
+        self.members[slot] = {}
+        self.facets[slot] = FacetCounts()
+        self.res_ids[slot] = [None] * self.cfg.reservoir_size
+        self.res_next[slot] = 0
+        self.ls[slot] = 0.0
+        self.cent[slot] = 0.0
+        self.w[slot] = 0.0
+        self.cid[slot] = -1
+        self.touched.discard(slot)
+        self.fresh.discard(slot)
+        self.free.append(slot)
+        while self.n_used and self.cid[self.n_used - 1] < 0:
+            self.n_used -= 1
+        if self.free and len(self.free) > 1 and self.free[-1] > self.n_used:
+            # keep the lowest free slots on top so the live matrix stays compact
+            self.free.sort(reverse=True)
+
+    def cluster_id(self, slot: int) -> str:
+        return f"{self.prefix}-{int(self.cid[slot]):06d}"
+
+    def live_slots(self) -> npt.NDArray[np.int64]:
+        return np.nonzero(self.cid[: self.n_used] >= 0)[0]
+
+    def weight_now(self, slots: npt.NDArray[np.int64], t: float) -> npt.NDArray[np.float64]:
+        dt = np.maximum(t - self.tref[slots], 0.0)
+        return np.asarray(self.w[slots] * np.exp(-_LN2 * dt / self.cfg.half_life_seconds))
+
+    # ------------------------------------------------------------------ events
+    def emit(
+        self,
+        kind: ChangeKind,
+        slot: int,
+        related: list[str] | None = None,
+        moved: list[str] | None = None,
+        reason: str = "",
+        cluster_id: str | None = None,
+    ) -> None:
+        self.event_seq += 1
+        cid = cluster_id or self.cluster_id(slot)
+        eid = uuid.uuid5(_EVENT_NS, f"{self.name}|{self.event_seq}|{kind}|{cid}")
+        self.events.append(
+            ChangeEvent.model_construct(
+                event_id=str(eid),
+                kind=kind,
+                scope=self.name,
+                cluster_id=cid,
+                related_ids=related or [],
+                event_time=self.watermark,
+                sequence=self.event_seq,
+                size=len(self.members[slot]),
+                weight=float(self.w[slot]),
+                moved_item_ids=moved or [],
+                reason=reason,
+            )
+        )
+
+    # ------------------------------------------------------------------ mutation
+    def open_cluster(self, x: npt.NDArray[np.float64], t: float, weight: float = 1.0) -> int:
+        slot = self._alloc()
+        self.cid[slot] = self.next_no
+        self.slot_of[self.next_no] = slot
+        self.next_no += 1
+        self.ls[slot] = x * weight
+        self.w[slot] = weight
+        self.tref[slot] = t
+        self.norm[slot] = float(np.linalg.norm(self.ls[slot]))
+        self.cent[slot] = self.ls[slot] / self.norm[slot]
+        self.t_first[slot] = t
+        self.t_last[slot] = t
+        self.status[slot] = CANDIDATE
+        self.fresh.add(slot)
+        return slot
+
+    def add_member(
+        self,
+        slot: int,
+        x: npt.NDArray[np.float64],
+        x32: npt.NDArray[np.float32],
+        item: str,
+        doc: str | None,
+        t: float,
+        facets: Facets,
+        vector_weight: bool = True,
+    ) -> float:
+        """Record membership; when `vector_weight`, also fold x into the sums. Returns the
+        factor the old linear sum was scaled by (1 when the item is older than the cluster)."""
+        scale = 1.0
+        if vector_weight:
+            tref = self.tref[slot]
+            if t >= tref:
+                scale = math.exp(-_LN2 * (t - tref) / self.cfg.half_life_seconds)
+                self.ls[slot] *= scale
+                self.ls[slot] += x
+                self.w[slot] = self.w[slot] * scale + 1.0
+                self.tref[slot] = t
+            else:
+                wt = math.exp(-_LN2 * (tref - t) / self.cfg.half_life_seconds)
+                self.ls[slot] += wt * x
+                self.w[slot] += wt
+                scale = -wt  # signals an additive update to the caller
+            n = float(np.linalg.norm(self.ls[slot]))
+            self.norm[slot] = n
+            self.cent[slot] = self.ls[slot] / n
+        if t < self.t_first[slot]:
+            self.t_first[slot] = t
+        if t > self.t_last[slot]:
+            self.t_last[slot] = t
+        mem = self.members[slot]
+        mem[item] = Member(doc, t, facets)
+        self.item_slot[item] = slot
+        r = self.cfg.reservoir_size
+        pos = int(self.res_next[slot] % r)
+        self.res_vec[slot, pos] = x32
+        self.res_time[slot, pos] = t
+        self.res_ids[slot][pos] = item
+        self.res_next[slot] += 1
+        if facets is not EMPTY:
+            self.facets[slot].add(facets)
+        self.touched.add(slot)
+        if len(mem) > self.cfg.size_warning and int(self.cid[slot]) not in self.size_warned:
+            self.size_warned.add(int(self.cid[slot]))
+            self.size_warnings += 1
+            log.warning(
+                "cluster %s in scope %s passed %d members",
+                self.cluster_id(slot), self.name, self.cfg.size_warning,
+            )
+        if self.status[slot] == CANDIDATE and self.w[slot] >= self.cfg.min_weight:
+            self.status[slot] = ACTIVE
+            self.emit("created", slot)
+        return scale
+
+    # ------------------------------------------------------------------ assignment
+    def assign(
+        self,
+        x32: npt.NDArray[np.float32],
+        items: list[str],
+        docs: list[str | None],
+        times: npt.NDArray[np.float64],
+        facets: list[Facets],
+        out_slot_cid: npt.NDArray[np.int64],
+        out_sim: npt.NDArray[np.float64],
+        out_new: npt.NDArray[np.bool_],
+        out_status: npt.NDArray[np.int8],
+    ) -> None:
+        """Assign a segment of items, in order, with exactly the result of one-by-one
+        processing: one FAISS search for the segment gives candidates; moves of centroids
+        inside the segment are tracked through the segment's Gram matrix."""
+        cfg = self.cfg
+        b = x32.shape[0]
+        thr, tau, k = cfg.assign_threshold, cfg.tau_seconds, cfg.search_k
+        x64 = x32.astype(np.float64)
+        n_live = len(self.slot_of)
+        if self.n_used:
+            dist, idx = knn_inner_product(x32, self.cent[: self.n_used], k)
+            cand = np.unique(idx[idx >= 0])
+            cand = cand[self.cid[cand] >= 0]
+            cand = cand[np.argsort(self.cid[cand], kind="stable")]
+            if n_live > k:
+                bound = dist[:, -1].astype(np.float64) + 1e-6
+            else:
+                bound = np.full(b, -math.inf)
+        else:
+            cand = np.zeros(0, dtype=np.int64)
+            bound = np.full(b, -math.inf)
+        nc0 = cand.shape[0]
+        width = nc0 + 2 * b  # each item adds at most a fallback column and a new one
+        cols = np.full(width, -1, dtype=np.int64)
+        cols[:nc0] = cand
+        acc = np.empty((b, width))
+        score = np.full((b, width), -math.inf)
+        gram = x64 @ x64.T
+        if nc0:
+            acc[:, :nc0] = x64 @ self.ls[cand].T
+            score[:, :nc0] = (acc[:, :nc0] / self.norm[cand]) * np.exp(
+                -np.abs(times[:, None] - self.tref[cand][None, :]) / tau
+            )
+        col_of = {int(s): j for j, s in enumerate(cand)}
+        ncols = nc0
+        for i in range(b):
+            t = float(times[i])
+            if t > self.watermark:
+                self.watermark = t
+            if ncols:
+                j = int(score[i, :ncols].argmax())
+                best = float(score[i, j])
+            else:
+                j, best = -1, -math.inf
+            if best < bound[i] and bound[i] >= thr:
+                j, best, ncols = self._exact_best(i, x64, times, acc, score, cols, col_of, ncols)
+            if best >= thr:
+                slot = int(cols[j])
+                scale = self.add_member(
+                    slot, x64[i], x32[i], items[i], docs[i], t, facets[i]
+                )
+                if scale >= 0:
+                    acc[i + 1 :, j] = acc[i + 1 :, j] * scale + gram[i + 1 :, i]
+                else:
+                    acc[i + 1 :, j] += -scale * gram[i + 1 :, i]
+                out_new[i] = False
+                out_sim[i] = best
+            else:
+                slot = self.open_cluster(x64[i], t)
+                self.add_member(
+                    slot, x64[i], x32[i], items[i], docs[i], t, facets[i], vector_weight=False
+                )
+                j = ncols
+                cols[j] = slot
+                col_of[slot] = j
+                acc[i + 1 :, j] = gram[i + 1 :, i] * self.w[slot]
+                ncols += 1
+                out_new[i] = True
+                out_sim[i] = 1.0
+                self.block_new += 1
+            score[i + 1 :, j] = (acc[i + 1 :, j] / self.norm[slot]) * np.exp(
+                -np.abs(times[i + 1 :] - self.tref[slot]) / tau
+            )
+            out_slot_cid[i] = self.cid[slot]
+            out_status[i] = self.status[slot]
+            self.seq += 1
+            self.items_since_recon += 1
+            if self.seq % cfg.drift_block == 0:
+                self._drift_sample()
+
+    def _exact_best(
+        self,
+        i: int,
+        x64: npt.NDArray[np.float64],
+        times: npt.NDArray[np.float64],
+        acc: npt.NDArray[np.float64],
+        score: npt.NDArray[np.float64],
+        cols: npt.NDArray[np.int64],
+        col_of: dict[int, int],
+        ncols: int,
+    ) -> tuple[int, float, int]:
+        """Rare path: every candidate of the FAISS search moved away inside the segment, so a
+        cluster outside the candidates might now be best. Score all live clusters exactly."""
+        live = self.live_slots()
+        sims = (self.ls[live] @ x64[i]) / self.norm[live]
+        w = np.exp(-np.abs(times[i] - self.tref[live]) / self.cfg.tau_seconds)
+        sc = sims * w
+        order = np.lexsort((self.cid[live], -sc))
+        slot = int(live[order[0]])
+        best = float(sc[order[0]])
+        if slot not in col_of:
+            j = ncols
+            cols[j] = slot
+            col_of[slot] = j
+            acc[:, j] = x64 @ self.ls[slot]
+            score[:, j] = (acc[:, j] / self.norm[slot]) * np.exp(
+                -np.abs(times - self.tref[slot]) / self.cfg.tau_seconds
+            )
+            ncols += 1
+        return col_of[slot], best, ncols
+
+    def _drift_sample(self) -> None:
+        rate = self.block_new / self.cfg.drift_block
+        self.block_new = 0
+        self.adwin.update(rate)
+        if self.adwin.drift_detected:
+            self.drift_pending = True
+            self.drifts += 1

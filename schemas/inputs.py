@@ -1,0 +1,166 @@
+"""Input contracts: the per-vector event and Stage 3's EmbeddedDocument (seed 003, 2.4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EmbeddingType = Literal["document", "event", "entity", "storyline"]
+EMBEDDING_TYPES: tuple[str, ...] = ("document", "event", "entity", "storyline")
+
+
+def to_epoch_seconds(value: Any) -> float:
+    """Event times travel as ISO 8601 or epoch seconds; the engine only sees epoch seconds."""
+    if isinstance(value, bool):
+        raise ValueError("event time must be ISO 8601 text or epoch seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"event time {value!r} is not ISO 8601") from exc
+    else:
+        raise ValueError("event time must be ISO 8601 text or epoch seconds")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+class VectorEvent(BaseModel):
+    """One embedding to cluster. `vector` is a JSON float array or base64 little-endian f32."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    item_id: str = Field(min_length=1, max_length=512)
+    document_id: str | None = Field(default=None, max_length=512)
+    embedding_type: EmbeddingType
+    embedding_model: str = Field(min_length=1, max_length=256)
+    event_time: float
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    vector: list[float] | str
+
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _epoch(cls, value: Any) -> float:
+        return to_epoch_seconds(value)
+
+
+class DocumentEmbedding(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    document_id: str
+    vector_id: str
+    vector: list[float] | str
+    text_source: str = ""
+    normalized_date: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventEmbedding(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    event_id: str
+    document_id: str
+    vector_id: str
+    vector: list[float] | str
+    event_type: str = ""
+    domain: str = ""
+    storyline_id: str | None = None
+    event_description: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EntityEmbedding(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    entity_id: str
+    document_id: str
+    vector_id: str
+    vector: list[float] | str
+    entity_text: str = ""
+    entity_type: str = ""
+    context: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StorylineEmbedding(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    storyline_id: str
+    vector_id: str
+    vector: list[float] | str
+    event_ids: list[str] = Field(default_factory=list)
+    primary_entities: list[str] = Field(default_factory=list)
+    domain: str = ""
+    temporal_span: list[str] | None = None
+    storyline_summary: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmbeddedDocument(BaseModel):
+    """Stage 3's full output for one document; `fan_out` turns it into per-vector events."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    document_id: str = Field(min_length=1)
+    job_id: str = ""
+    embedded_at: str
+    source_processed_document: dict[str, Any] = Field(default_factory=dict)
+    document_embedding: DocumentEmbedding | None = None
+    event_embeddings: list[EventEmbedding] = Field(default_factory=list)
+    entity_embeddings: list[EntityEmbedding] = Field(default_factory=list)
+    storyline_embeddings: list[StorylineEmbedding] = Field(default_factory=list)
+    embedding_metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def fan_out(self) -> list[VectorEvent]:
+        """Per-vector events; event time is the document's normalised date, else embedded_at."""
+        model = str(self.embedding_metadata.get("model_name") or "unknown-model")
+        doc = self.document_embedding
+        when: Any = (doc.normalized_date if doc and doc.normalized_date else None) or (
+            self.source_processed_document.get("normalized_date") or self.embedded_at
+        )
+        t = to_epoch_seconds(when)
+        title = (doc.metadata.get("title") if doc else None) or self.source_processed_document.get(
+            "title"
+        )
+        out: list[VectorEvent] = []
+
+        def add(kind: str, item_id: str, vector: list[float] | str, meta: dict[str, Any]) -> None:
+            merged = {"title": title, **meta} if title else dict(meta)
+            out.append(
+                VectorEvent(
+                    item_id=item_id,
+                    document_id=self.document_id,
+                    embedding_type=kind,  # type: ignore[arg-type]
+                    embedding_model=model,
+                    event_time=t,
+                    metadata=merged,
+                    vector=vector,
+                )
+            )
+
+        if doc is not None:
+            add("document", doc.vector_id, doc.vector, {"text": doc.text_source, **doc.metadata})
+        for ev in self.event_embeddings:
+            meta = {
+                "event_type": ev.event_type,
+                "domain": ev.domain,
+                "storyline_id": ev.storyline_id,
+                "text": ev.event_description,
+                **ev.metadata,
+            }
+            add("event", ev.vector_id, ev.vector, meta)
+        for en in self.entity_embeddings:
+            meta = {"entity_type": en.entity_type, "entity_text": en.entity_text, **en.metadata}
+            meta["text"] = en.entity_text
+            add("entity", en.vector_id, en.vector, meta)
+        for st in self.storyline_embeddings:
+            meta = {
+                "domain": st.domain,
+                "primary_entities": st.primary_entities,
+                "text": st.storyline_summary,
+                **st.metadata,
+            }
+            add("storyline", st.vector_id, st.vector, meta)
+        return out

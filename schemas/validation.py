@@ -1,0 +1,115 @@
+"""Vector decoding and the checks every input vector passes before it reaches the engine.
+
+Policy on norms: vectors are re-normalised to unit length (not rejected) when their norm
+is off by more than the tolerance. The engine works on cosine similarity, so the direction
+is what matters; a producer that forgot to normalise still gives a usable vector. Zero and
+non-finite vectors carry no direction and are rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class InputError(ValueError):
+    """A bad input, with a stable machine-readable reason code for dead letters and metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ValidationLimits:
+    """Limits applied to every input; defaults suit 384-d to 4096-d sentence embeddings."""
+
+    max_payload_bytes: int = 1_000_000
+    max_dimension: int = 8192
+    norm_tolerance: float = 1e-3
+    max_id_length: int = 512
+
+
+DEFAULT_LIMITS = ValidationLimits()
+
+
+def decode_vector(raw: Any, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatArray:
+    """Turn a JSON float array or a base64 little-endian float32 string into a unit vector."""
+    if isinstance(raw, str):
+        try:
+            buf = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError("bad_vector_encoding", f"vector is not valid base64: {exc}") from exc
+        if len(buf) % 4:
+            raise InputError(
+                "bad_vector_encoding", f"base64 vector has {len(buf)} bytes, not a multiple of 4"
+            )
+        vec = np.frombuffer(buf, dtype="<f4").astype(np.float32)
+    elif isinstance(raw, list | tuple):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+            raise InputError("bad_vector_encoding", "vector array holds non-numbers")
+        vec = np.asarray(raw, dtype=np.float64).astype(np.float32)
+    elif isinstance(raw, np.ndarray):
+        vec = np.asarray(raw, dtype=np.float32).reshape(-1)
+    else:
+        raise InputError(
+            "bad_vector_encoding",
+            f"vector must be a float array or base64 string, got {type(raw).__name__}",
+        )
+    return check_vector(vec, limits)
+
+
+def check_vector(vec: FloatArray, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatArray:
+    """Reject empty, oversize, non-finite and zero vectors; re-normalise off-norm ones."""
+    if vec.ndim != 1 or vec.size == 0:
+        raise InputError("empty_vector", "vector has no values")
+    if vec.size > limits.max_dimension:
+        raise InputError(
+            "dimension_too_large", f"vector has {vec.size} values, limit {limits.max_dimension}"
+        )
+    if not np.isfinite(vec).all():
+        raise InputError("non_finite", "vector holds NaN or infinite values")
+    norm = float(np.linalg.norm(vec.astype(np.float64)))
+    if norm == 0.0:
+        raise InputError("zero_vector", "vector has zero length and no direction")
+    if abs(norm - 1.0) > limits.norm_tolerance:
+        vec = (vec / norm).astype(np.float32)
+    return vec
+
+
+def check_dimension(vec: FloatArray, expected: int, scope: str) -> None:
+    """A scope has one dimension; a vector of another size cannot be compared with it."""
+    if vec.shape[0] != expected:
+        raise InputError(
+            "dimension_mismatch",
+            f"vector has {vec.shape[0]} dimensions, scope {scope} uses {expected}",
+        )
+
+
+def check_matrix(vectors: npt.NDArray[Any]) -> FloatArray:
+    """Batch form of the checks for offline files: returns unit float32 rows or raises."""
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise InputError("bad_shape", f"expected a non-empty 2-d array, got shape {vectors.shape}")
+    if not np.issubdtype(vectors.dtype, np.floating):
+        raise InputError("bad_dtype", f"expected float rows, got {vectors.dtype}")
+    mat = np.ascontiguousarray(vectors, dtype=np.float32)
+    bad = ~np.isfinite(mat).all(axis=1)
+    if bad.any():
+        raise InputError(
+            "non_finite", f"{int(bad.sum())} rows hold NaN or infinite values (first: row {int(np.argmax(bad))})"
+        )
+    norms = np.linalg.norm(mat.astype(np.float64), axis=1)
+    if (norms == 0).any():
+        raise InputError("zero_vector", f"row {int(np.argmax(norms == 0))} is a zero vector")
+    off = np.abs(norms - 1.0) > DEFAULT_LIMITS.norm_tolerance
+    if off.any():
+        mat[off] = (mat[off] / norms[off, None]).astype(np.float32)
+    return mat
