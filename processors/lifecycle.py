@@ -11,7 +11,6 @@ import heapq
 import numpy as np
 
 from processors.scope import ACTIVE, CANDIDATE, ScopeState
-from processors.search import knn_inner_product
 
 
 def tick(scope: ScopeState) -> None:
@@ -64,21 +63,21 @@ def merge_touched(scope: ScopeState) -> None:
     heap: list[tuple[float, int, int, int, int]] = []
 
     def push_neighbours(slots: list[int]) -> None:
-        q = scope.cent[slots]
-        _, idx = knn_inner_product(q, scope.cent[: scope.n_used], scope.cfg.search_k + 1)
-        for row, a in enumerate(slots):
-            for b in idx[row]:
-                b = int(b)
-                if b < 0 or b == a or scope.cid[b] < 0:
-                    continue
-                s = avg_link(scope, a, b)
-                if s >= thr:
-                    lo, hi = (a, b) if scope.cid[a] < scope.cid[b] else (b, a)
-                    heapq.heappush(
-                        heap,
-                        (-s, int(scope.cid[lo]), int(scope.cid[hi]),
-                         version.get(lo, 0), version.get(hi, 0)),
-                    )
+        # exact average-link of each slot against every live cluster: one matrix product
+        n = scope.n_used
+        sims = (scope.ls[slots] @ scope.ls[:n].T) / np.outer(scope.w[slots], scope.w[:n])
+        sims[:, scope.cid[:n] < 0] = -np.inf
+        rows, cols = np.nonzero(sims >= thr)
+        for r, b in zip(rows.tolist(), cols.tolist(), strict=True):
+            a = slots[r]
+            if a == b:
+                continue
+            lo, hi = (a, b) if scope.cid[a] < scope.cid[b] else (b, a)
+            heapq.heappush(
+                heap,
+                (-float(sims[r, b]), int(scope.cid[lo]), int(scope.cid[hi]),
+                 version.get(lo, 0), version.get(hi, 0)),
+            )
 
     push_neighbours(touched)
     while heap:
