@@ -187,9 +187,7 @@ def _split(
         if float(means[keep] @ means[g]) >= scope.cfg.merge_threshold:
             return False
     total = len(mine)
-    new_ids: list[str] = []
-    moved: list[str] = []
-    new_slots: list[int] = []
+    parts_done: list[tuple[int, list[str]]] = []
     for g in parts[1:]:
         share = len(part_rows[g]) / total
         w_new = float(scope.w[slot] * share)
@@ -203,6 +201,7 @@ def _split(
         scope.ls[slot] -= scope.ls[ns]
         scope.w[slot] -= w_new
         scope.status[ns] = ACTIVE if w_new >= scope.cfg.min_weight else CANDIDATE
+        moved: list[str] = []
         for i in part_rows[g]:
             it = item[i]
             if it is None or it not in scope.members[slot]:
@@ -217,13 +216,13 @@ def _split(
             moved.append(it)
         scope.t_first[ns] = min((m.event_time for m in scope.members[ns].values()), default=t)
         scope.t_last[ns] = max((m.event_time for m in scope.members[ns].values()), default=t)
-        new_ids.append(scope.cluster_id(ns))
-        new_slots.append(ns)
+        parts_done.append((ns, sorted(moved)))
     n = float(np.linalg.norm(scope.ls[slot]))
     scope.norm[slot] = n
     scope.cent[slot] = scope.ls[slot] / n
-    scope.emit("split", slot, related=new_ids, moved=sorted(moved))
-    for ns in new_slots:
+    for ns, moved_items in parts_done:
+        # one event per new part, so each names exactly the items that moved into it
+        scope.emit("split", slot, related=[scope.cluster_id(ns)], moved=moved_items)
         if scope.status[ns] == ACTIVE:
             scope.emit("created", ns)
     scope.touched.add(slot)

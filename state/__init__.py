@@ -1,0 +1,1 @@
+"""Durable state of the service (Postgres source of truth, Redis cache)."""

@@ -1,0 +1,1 @@
+"""I/O around the engine: command line, offline replay (and the Kafka worker)."""

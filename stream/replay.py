@@ -1,0 +1,174 @@
+"""`clusterer replay`: the engine over files, exactly as the service would run it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from processors import Engine, EngineConfig
+from processors.scope import ScopeKey
+from schemas.validation import InputError, check_matrix
+from stream.labels import LabelTracker
+
+
+class ReplayInputError(Exception):
+    """A bad input file: reported as one line and exit code 2."""
+
+
+@dataclass
+class ReplayInputs:
+    vectors: npt.NDArray[np.float32]
+    times: npt.NDArray[np.float64]
+    ids: list[str]
+    metadata: list[dict[str, Any] | None] | None
+
+
+def _load_npy(path: Path, what: str) -> npt.NDArray[Any]:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise ReplayInputError(f"{what} file not found: {path}") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise ReplayInputError(f"{what} file {path} is not a readable .npy array: {exc}") from exc
+    if not isinstance(arr, np.ndarray):
+        raise ReplayInputError(f"{what} file {path} does not hold a single array")
+    return arr
+
+
+def load_config(path: Path | None) -> EngineConfig:
+    if path is None:
+        return EngineConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReplayInputError(f"config file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ReplayInputError(f"config file {path} is not valid TOML: {exc}") from exc
+    table = data.get("engine", data)
+    if not isinstance(table, dict):
+        raise ReplayInputError(f"config file {path}: [engine] must be a table")
+    try:
+        return EngineConfig.from_mapping(table)
+    except (TypeError, ValueError) as exc:
+        raise ReplayInputError(f"config file {path}: {exc}") from exc
+
+
+def load_inputs(
+    vectors: Path, timestamps: Path | None, ids: Path | None, metadata: Path | None
+) -> ReplayInputs:
+    raw = _load_npy(vectors, "vectors")
+    try:
+        mat = check_matrix(raw)
+    except InputError as exc:
+        raise ReplayInputError(f"vectors file {vectors}: {exc.detail}") from exc
+    n = mat.shape[0]
+    if timestamps is not None:
+        t = _load_npy(timestamps, "timestamps")
+        if t.ndim != 1 or t.shape[0] != n:
+            raise ReplayInputError(
+                f"timestamps file {timestamps} has shape {t.shape}, expected ({n},) to match vectors"
+            )
+        if not np.issubdtype(t.dtype, np.number) or not np.isfinite(t.astype(np.float64)).all():
+            raise ReplayInputError(f"timestamps file {timestamps} holds non-finite or non-numeric values")
+        times = t.astype(np.float64)
+    else:
+        times = np.arange(n, dtype=np.float64)
+    if ids is not None:
+        try:
+            names = ids.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError as exc:
+            raise ReplayInputError(f"ids file not found: {ids}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ReplayInputError(f"ids file {ids} is unreadable: {exc}") from exc
+        if len(names) != n:
+            raise ReplayInputError(f"ids file {ids} has {len(names)} lines, vectors has {n} rows")
+        if any(not s.strip() for s in names):
+            raise ReplayInputError(f"ids file {ids} has an empty id")
+        if len(set(names)) != n:
+            raise ReplayInputError(f"ids file {ids} repeats an id; ids must be unique")
+    else:
+        names = [str(i) for i in range(n)]
+    metas: list[dict[str, Any] | None] | None = None
+    if metadata is not None:
+        metas = []
+        try:
+            with metadata.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ReplayInputError(
+                            f"metadata file {metadata} line {lineno} is not JSON: {exc.msg}"
+                        ) from exc
+                    if not isinstance(obj, dict):
+                        raise ReplayInputError(
+                            f"metadata file {metadata} line {lineno} is not a JSON object"
+                        )
+                    metas.append(obj)
+        except FileNotFoundError as exc:
+            raise ReplayInputError(f"metadata file not found: {metadata}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ReplayInputError(f"metadata file {metadata} is unreadable: {exc}") from exc
+        if len(metas) != n:
+            raise ReplayInputError(f"metadata file {metadata} has {len(metas)} lines, vectors has {n} rows")
+    return ReplayInputs(mat, times, names, metas)
+
+
+@dataclass
+class ReplayOutput:
+    labels: npt.NDArray[np.int64]
+    cluster_ids: list[str | None]
+    engine: Engine
+
+
+def run(
+    inputs: ReplayInputs,
+    config: EngineConfig,
+    scope: ScopeKey,
+    batch_size: int = 1024,
+    assignments_out: IO[str] | None = None,
+    progress: bool = False,
+) -> ReplayOutput:
+    engine = Engine(config)
+    tracker = LabelTracker()
+    n = inputs.vectors.shape[0]
+    for start in range(0, n, batch_size):
+        end = min(start + batch_size, n)
+        res = engine.process(
+            inputs.vectors[start:end], inputs.ids[start:end], inputs.times[start:end],
+            metadata=inputs.metadata[start:end] if inputs.metadata is not None else None,
+            scopes=scope,
+        )
+        for i, item in enumerate(res.item_ids):
+            tracker.assigned(item, res.cluster_id(i))
+        tracker.apply(res.changes)
+        if assignments_out is not None:
+            for a in res.assignments():
+                assignments_out.write(a.model_dump_json() + "\n")
+        if progress:
+            done = end * 40 // n
+            sys.stderr.write(f"\r[{'#' * done}{'.' * (40 - done)}] {end}/{n}")
+            sys.stderr.flush()
+    tracker.apply(engine.flush().changes)
+    if progress:
+        sys.stderr.write("\n")
+    candidates = {
+        st.cluster_id(int(s))
+        for st in engine.scopes.values()
+        for s in st.live_slots()
+        if st.status[s] == 0
+    }
+    finals = [tracker.final(item, candidates) for item in inputs.ids]
+    numbering: dict[str, int] = {}
+    labels = np.full(n, -1, dtype=np.int64)
+    for i, cid in enumerate(finals):
+        if cid is not None:
+            labels[i] = numbering.setdefault(cid, len(numbering))
+    return ReplayOutput(labels, finals, engine)
