@@ -65,7 +65,8 @@ def merge_touched(scope: ScopeState) -> None:
     def push_neighbours(slots: list[int]) -> None:
         # exact average-link of each slot against every live cluster: one matrix product
         n = scope.n_used
-        sims = (scope.ls[slots] @ scope.ls[:n].T) / np.outer(scope.w[slots], scope.w[:n])
+        with np.errstate(invalid="ignore", divide="ignore"):  # free slots have w = 0
+            sims = (scope.ls[slots] @ scope.ls[:n].T) / np.outer(scope.w[slots], scope.w[:n])
         sims[:, scope.cid[:n] < 0] = -np.inf
         rows, cols = np.nonzero(sims >= thr)
         for r, b in zip(rows.tolist(), cols.tolist(), strict=True):

@@ -320,6 +320,13 @@ class ScopeState:
                 j, best = -1, -math.inf
             if best < bound[i] and bound[i] >= thr:
                 j, best, ncols = self._exact_best(i, x64, times, acc, score, cols, col_of, ncols)
+            if j >= 0:
+                # the running scores pick the cluster; its score is recomputed from the current
+                # state so that decisions and reported values do not depend on the batching
+                s0 = int(cols[j])
+                best = float(x64[i] @ self.ls[s0]) / self.norm[s0] * math.exp(
+                    -abs(t - self.tref[s0]) / tau
+                )
             if best >= thr:
                 slot = int(cols[j])
                 scale = self.add_member(

@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors import Engine, EngineConfig
+from processors.scope import ACTIVE, ScopeKey
+from tests.conftest import blobs
+
+CFG = EngineConfig(tick_items=32, min_weight=2.0)
+
+
+def run(x: np.ndarray, batch_sizes: list[int] | int, cfg: EngineConfig = CFG,
+        times: np.ndarray | None = None) -> tuple[Engine, list[str], list[str]]:
+    """Returns the engine, assignment lines and change-event lines in emission order."""
+    eng = Engine(cfg)
+    ids = [f"i{i}" for i in range(len(x))]
+    t = np.arange(len(x), dtype=float) if times is None else times
+    sizes = batch_sizes if isinstance(batch_sizes, list) else [batch_sizes]
+    out_a: list[str] = []
+    out_c: list[str] = []
+    pos, k = 0, 0
+    while pos < len(x):
+        b = sizes[k % len(sizes)]
+        k += 1
+        res = eng.process(x[pos:pos + b], ids[pos:pos + b], t[pos:pos + b])
+        out_a += [a.model_dump_json() for a in res.assignments()]
+        out_c += [c.model_dump_json() for c in res.changes]
+        pos += b
+    out_c += [c.model_dump_json() for c in eng.flush().changes]
+    return eng, out_a, out_c
+
+
+def snapshot_bytes(eng: Engine) -> str:
+    return "\n".join(c.model_dump_json() for c in eng.snapshot(include_candidates=True))
+
+
+def test_every_input_gets_exactly_one_assignment(small_stream):
+    x, _ = small_stream
+    eng, assigns, _ = run(x, 100)
+    assert len(assigns) == len(x)
+    ids = [a.split('"item_id":"')[1].split('"')[0] for a in assigns]
+    assert ids == [f"i{i}" for i in range(len(x))]
+    members = sum(len(m) for s in eng.scopes.values() for m in s.members)
+    assert members == len(x)
+
+
+def test_clusters_recover_topics(small_stream):
+    x, y = small_stream
+    eng, _, _ = run(x, 128)
+    st_ = next(iter(eng.scopes.values()))
+    found = [set(m) for m in st_.members if m]
+    # every discovered cluster is pure and the six topics are found
+    truth = {f"i{i}": int(y[i]) for i in range(len(y))}
+    big = [c for c in found if len(c) >= 10]
+    assert len(big) == 6
+    for c in big:
+        assert len({truth[i] for i in c}) == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    sizes=st.lists(st.integers(1, 70), min_size=1, max_size=5),
+    k=st.integers(1, 8),
+)
+def test_batch_result_equals_one_by_one(seed, sizes, k):
+    x, _ = blobs(160, 16, k, seed=seed, spread=0.4)
+    e1, a1, c1 = run(x, 1)
+    e2, a2, c2 = run(x, sizes)
+    assert a1 == a2
+    assert c1 == c2
+    assert snapshot_bytes(e1) == snapshot_bytes(e2)
+
+
+def test_determinism_same_bytes_twice(small_stream):
+    x, _ = small_stream
+    e1, a1, c1 = run(x, 64)
+    e2, a2, c2 = run(x, 64)
+    assert a1 == a2 and c1 == c2 and snapshot_bytes(e1) == snapshot_bytes(e2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000))
+def test_centroids_stay_unit_norm(seed):
+    x, _ = blobs(300, 24, 5, seed=seed, spread=0.5)
+    eng, _, _ = run(x, 50)
+    for s in eng.scopes.values():
+        live = s.live_slots()
+        norms = np.linalg.norm(s.cent[live].astype(np.float64), axis=1)
+        assert np.allclose(norms, 1.0, atol=1e-5)
+
+
+def test_decay_is_monotonic_in_event_time(small_stream):
+    x, _ = small_stream
+    eng, _, _ = run(x[:100], 100)
+    s = next(iter(eng.scopes.values()))
+    live = s.live_slots()
+    ts = [s.watermark + d for d in (0, 10, 1e4, 1e5, 1e6)]
+    weights = np.array([s.weight_now(live, t) for t in ts])
+    assert (np.diff(weights, axis=0) <= 0).all()
+    assert (np.diff(weights, axis=0) < 0).any()
+
+
+def test_retirement_bounds_live_clusters():
+    # a topic every 500 items, each lasting briefly; a day between topics
+    cfg = CFG.replace(half_life_seconds=3600.0, retire_weight=0.5)
+    parts, times = [], []
+    for topic in range(12):
+        xt, _ = blobs(100, 16, 1, seed=100 + topic, spread=0.1)
+        parts.append(xt)
+        times.append(topic * 86_400.0 + np.arange(100))
+    x = np.vstack(parts)
+    eng, _, changes = run(x, 64, cfg, np.concatenate(times))
+    s = next(iter(eng.scopes.values()))
+    assert len(s.live_slots()) <= 3
+    assert any('"kind":"retired"' in c for c in changes)
+    assert len(s.item_slot) <= 300  # members of retired clusters leave memory
+
+
+def test_capacity_cap_retires_lightest():
+    x, _ = blobs(400, 16, 40, seed=3, spread=0.1)
+    cfg = CFG.replace(max_clusters_per_scope=10)
+    eng, _, changes = run(x, 32, cfg)
+    s = next(iter(eng.scopes.values()))
+    assert len(s.live_slots()) <= 10 + cfg.tick_items
+    assert any('"reason":"capacity"' in c for c in changes)
+
+
+def test_scopes_never_share_clusters():
+    x, _ = blobs(200, 16, 2, seed=5)
+    eng = Engine(CFG)
+    keys = [ScopeKey("event", "model-a") if i % 2 else ScopeKey("event", "model-b")
+            for i in range(200)]
+    res = eng.process(x, [f"i{i}" for i in range(200)], np.arange(200.0), scopes=keys)
+    by_cluster: dict[str, set[str]] = {}
+    for i in range(200):
+        by_cluster.setdefault(res.cluster_id(i), set()).add(res.scopes[i].name)
+    assert all(len(v) == 1 for v in by_cluster.values())
+    assert len(eng.scopes) == 2
+
+
+def test_deletion_leaves_no_trace(small_stream):
+    x, _ = small_stream
+    eng, _, _ = run(x[:200], 50)
+    victim = "i150"
+    s, slot = eng.find_item(victim)
+    before = eng.cluster_result(s, slot)
+    events = eng.delete(victim)
+    after = eng.cluster_result(s, slot)
+    assert victim not in after.member_ids and victim not in after.representative_ids
+    assert after.cluster_size == before.cluster_size - 1
+    assert after.weight < before.weight
+    assert eng.find_item(victim) is None
+    assert victim not in s.res_ids[slot]
+    assert all(victim not in c.member_ids for c in eng.snapshot(include_candidates=True))
+    assert [e.kind for e in events] in (["updated"], [])
+    assert eng.delete(victim) == []
+
+
+def test_deleting_every_member_retires_the_cluster():
+    x, _ = blobs(5, 8, 1, seed=1, spread=0.01)
+    eng = Engine(CFG)
+    eng.process(x, [f"i{i}" for i in range(5)], np.arange(5.0))
+    kinds = []
+    for i in range(5):
+        kinds += [e.kind for e in eng.delete(f"i{i}")]
+    s = next(iter(eng.scopes.values()))
+    assert len(s.live_slots()) == 0 and not s.item_slot
+    assert kinds[-1] == "retired"
+
+
+def test_resent_item_replaces_the_old_membership(small_stream):
+    x, _ = small_stream
+    eng = Engine(CFG)
+    eng.process(x[:50], [f"i{i}" for i in range(50)], np.arange(50.0))
+    eng.process(x[60:61], ["i3"], np.array([51.0]))
+    total = sum(len(m) for s in eng.scopes.values() for m in s.members)
+    assert total == 50
+
+
+def test_temporal_weighting_separates_distant_times():
+    x, _ = blobs(2, 8, 1, seed=2, spread=0.0)
+    cfg = CFG.replace(tau_seconds=100.0)
+    eng = Engine(cfg)
+    r = eng.process(x, ["a", "b"], np.array([0.0, 1000.0]))
+    assert r.new_cluster.tolist() == [True, True]  # exp(-10) * 1.0 is below the threshold
+    eng2 = Engine(cfg)
+    r2 = eng2.process(x, ["a", "b"], np.array([0.0, 1.0]))
+    assert r2.new_cluster.tolist() == [True, False]
+    assert math.isclose(r2.similarity[1], math.exp(-0.01), rel_tol=1e-6)
+
+
+def test_size_warning_counted():
+    x, _ = blobs(80, 8, 1, seed=4, spread=0.05)
+    eng = Engine(CFG.replace(size_warning=50))
+    eng.process(x, [f"i{i}" for i in range(80)], np.arange(80.0))
+    s = next(iter(eng.scopes.values()))
+    assert s.size_warnings == 1
+
+
+def test_promotion_emits_created_once(small_stream):
+    x, _ = small_stream
+    _, _, changes = run(x, 100)
+    created = [c.split('"cluster_id":"')[1].split('"')[0] for c in changes if '"kind":"created"' in c]
+    assert len(created) == len(set(created)) > 0
+
+
+def test_active_status_reported():
+    x, _ = blobs(10, 8, 1, seed=9, spread=0.01)
+    eng = Engine(CFG)
+    r = eng.process(x, [f"i{i}" for i in range(10)], np.arange(10.0))
+    assert r.status[0] != ACTIVE and r.status[-1] == ACTIVE
