@@ -76,7 +76,8 @@ class ScopeState:
         self.size_warned: set[int] = set()
         self.size_warnings = 0
         self.events: list[ChangeEvent] = []
-        self.adwin = drift.ADWIN(delta=cfg.drift_delta)
+        # one sample is already a block of items, so check every sample (clock=1)
+        self.adwin = drift.ADWIN(delta=cfg.drift_delta, clock=1, grace_period=8)
         self.block_new = 0
         self.drift_pending = False
         self.drifts = 0
