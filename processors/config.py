@@ -86,6 +86,12 @@ class EngineConfig:
                 raise ValueError(f"{name} must be positive")
         if self.retire_weight >= self.min_weight:
             raise ValueError("retire_weight must be below min_weight")
-        for name in ("tick_items", "search_k", "reservoir_size", "reconsolidate_items", "drift_block"):
+        for name in (
+            "tick_items",
+            "search_k",
+            "reservoir_size",
+            "reconsolidate_items",
+            "drift_block",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -75,9 +75,7 @@ class Engine:
 
     # ------------------------------------------------------------------ routing
     def scope_key(self, embedding_type: str, model: str, meta: dict[str, Any] | None) -> ScopeKey:
-        fields = tuple(
-            (f, str((meta or {}).get(f, ""))) for f in self.cfg.scope_fields
-        )
+        fields = tuple((f, str((meta or {}).get(f, ""))) for f in self.cfg.scope_fields)
         return ScopeKey(embedding_type, model, fields)
 
     def scope(self, key: ScopeKey, dim: int) -> ScopeState:
@@ -97,7 +95,9 @@ class Engine:
     # ------------------------------------------------------------------ input
     def decode_events(
         self, events: Sequence[VectorEvent], limits: ValidationLimits = DEFAULT_LIMITS
-    ) -> tuple[list[tuple[VectorEvent, npt.NDArray[np.float32], ScopeKey]], list[tuple[int, InputError]]]:
+    ) -> tuple[
+        list[tuple[VectorEvent, npt.NDArray[np.float32], ScopeKey]], list[tuple[int, InputError]]
+    ]:
         """Vectors decoded and checked against their scope's dimension; bad ones reported."""
         good: list[tuple[VectorEvent, npt.NDArray[np.float32], ScopeKey]] = []
         bad: list[tuple[int, InputError]] = []
@@ -114,7 +114,9 @@ class Engine:
             good.append((ev, vec, key))
         return good, bad
 
-    def process_events(self, events: Sequence[VectorEvent]) -> tuple[BatchResult, list[tuple[int, InputError]]]:
+    def process_events(
+        self, events: Sequence[VectorEvent]
+    ) -> tuple[BatchResult, list[tuple[int, InputError]]]:
         good, bad = self.decode_events(events)
         if not good:
             return BatchResult(), bad
@@ -141,15 +143,20 @@ class Engine:
         n = vectors.shape[0]
         x32 = np.ascontiguousarray(vectors, dtype=np.float32)
         times = np.asarray(event_times, dtype=np.float64)
-        docs = document_ids if document_ids is not None else [None] * n
+        docs: list[str | None] = list(document_ids) if document_ids is not None else [None] * n
         facets = [extract(m) for m in metadata] if metadata is not None else [EMPTY] * n
         if scopes is None:
             scopes = ScopeKey("document", "default")
         keys = [scopes] * n if isinstance(scopes, ScopeKey) else scopes
         res = BatchResult(
-            item_ids=list(item_ids), document_ids=list(docs), scopes=[None] * n,  # type: ignore[list-item]
-            cluster_no=np.zeros(n, np.int64), similarity=np.zeros(n),
-            new_cluster=np.zeros(n, bool), status=np.zeros(n, np.int8), event_time=times,
+            item_ids=list(item_ids),
+            document_ids=list(docs),
+            scopes=[None] * n,  # type: ignore[list-item]
+            cluster_no=np.zeros(n, np.int64),
+            similarity=np.zeros(n),
+            new_cluster=np.zeros(n, bool),
+            status=np.zeros(n, np.int8),
+            event_time=times,
             sequence=np.zeros(n, np.int64),
         )
         for it in item_ids:
@@ -167,9 +174,15 @@ class Engine:
         return res
 
     def _run_scope(
-        self, st: ScopeState, idx: npt.NDArray[np.int64], x32: npt.NDArray[np.float32],
-        item_ids: list[str], docs: list[str | None], times: npt.NDArray[np.float64],
-        facets: list[Facets], res: BatchResult,
+        self,
+        st: ScopeState,
+        idx: npt.NDArray[np.int64],
+        x32: npt.NDArray[np.float32],
+        item_ids: list[str],
+        docs: list[str | None],
+        times: npt.NDArray[np.float64],
+        facets: list[Facets],
+        res: BatchResult,
     ) -> None:
         tick = self.cfg.tick_items
         pos = 0
@@ -182,8 +195,15 @@ class Engine:
             out_new = np.zeros(seg.size, bool)
             out_status = np.zeros(seg.size, np.int8)
             st.assign(
-                x32[seg], [item_ids[i] for i in seg], [docs[i] for i in seg], times[seg],
-                [facets[i] for i in seg], out_no, out_sim, out_new, out_status,
+                x32[seg],
+                [item_ids[i] for i in seg],
+                [docs[i] for i in seg],
+                times[seg],
+                [facets[i] for i in seg],
+                out_no,
+                out_sim,
+                out_new,
+                out_status,
             )
             res.cluster_no[seg] = out_no
             res.similarity[seg] = out_sim
@@ -247,7 +267,9 @@ class Engine:
         if not st.members[slot]:
             lifecycle.retire(st, slot, "emptied")
         else:
-            wt = math.exp(-_LN2 * max(st.tref[slot] - m.event_time, 0.0) / self.cfg.half_life_seconds)
+            wt = math.exp(
+                -_LN2 * max(st.tref[slot] - m.event_time, 0.0) / self.cfg.half_life_seconds
+            )
             wt = min(wt, float(st.w[slot]) * (1 - 1e-9))
             if item_id in st.res_ids[slot]:
                 p = st.res_ids[slot].index(item_id)
@@ -310,8 +332,8 @@ class Engine:
             centroid_vector=[float(v) for v in st.cent[slot]],
             temporal_span=[float(st.t_first[slot]), float(st.t_last[slot])],
             primary_entities=top(fc.entities, 5),
-            domain=(top(fc.domains, 1) or [None])[0],
-            event_type=(top(fc.event_types, 1) or [None])[0],
+            domain=next(iter(top(fc.domains, 1)), None),
+            event_type=next(iter(top(fc.event_types, 1)), None),
             intra_cluster_similarity=round(cohesion, 6),
             medoid_id=reps[0] if reps else None,
             representative_ids=reps,

@@ -76,13 +76,18 @@ def merge_touched(scope: ScopeState) -> None:
             lo, hi = (a, b) if scope.cid[a] < scope.cid[b] else (b, a)
             heapq.heappush(
                 heap,
-                (-float(sims[r, b]), int(scope.cid[lo]), int(scope.cid[hi]),
-                 version.get(lo, 0), version.get(hi, 0)),
+                (
+                    -float(sims[r, b]),
+                    int(scope.cid[lo]),
+                    int(scope.cid[hi]),
+                    version.get(lo, 0),
+                    version.get(hi, 0),
+                ),
             )
 
     push_neighbours(touched)
     while heap:
-        neg, ca, cb, va, vb = heapq.heappop(heap)
+        _, ca, cb, va, vb = heapq.heappop(heap)
         a = scope.slot_of.get(ca)
         b = scope.slot_of.get(cb)
         if a is None or b is None:

@@ -65,9 +65,15 @@ def reconsolidate(scope: ScopeState, trigger: Trigger) -> ReconsolidationRecord:
     pts, owner, item = _points(scope)
     n_clusters = len(set(owner))
     record = ReconsolidationRecord(
-        scope=scope.name, sequence=scope.recon_runs, trigger=trigger,
-        event_time=scope.watermark, parameters=params, input_clusters=n_clusters,
-        input_points=len(owner), clusters_found=0, outliers=0,
+        scope=scope.name,
+        sequence=scope.recon_runs,
+        trigger=trigger,
+        event_time=scope.watermark,
+        parameters=params,
+        input_clusters=n_clusters,
+        input_points=len(owner),
+        clusters_found=0,
+        outliers=0,
     )
     if n_clusters < cfg.min_reconsolidation_clusters or len(owner) <= cfg.hdbscan_min_cluster_size:
         record.skipped = (
@@ -77,12 +83,16 @@ def reconsolidate(scope: ScopeState, trigger: Trigger) -> ReconsolidationRecord:
         return record
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        labels = HDBSCAN(
-            min_cluster_size=cfg.hdbscan_min_cluster_size,
-            min_samples=cfg.hdbscan_min_samples,
-            algorithm="brute",
-            copy=True,
-        ).fit(pts.astype(np.float64)).labels_
+        labels = (
+            HDBSCAN(
+                min_cluster_size=cfg.hdbscan_min_cluster_size,
+                min_samples=cfg.hdbscan_min_samples,
+                algorithm="brute",
+                copy=True,
+            )
+            .fit(pts.astype(np.float64))
+            .labels_
+        )
     record.clusters_found = int(labels.max() + 1) if labels.size else 0
     record.outliers = int((labels < 0).sum())
     record.groups = _describe_groups(scope, pts, labels, owner, item)
@@ -113,10 +123,15 @@ def _describe_groups(
         idx = np.nonzero(labels == g)[0]
         cids = sorted({scope.cluster_id(owner[i]) for i in idx})
         if g < 0:
-            groups.append(ReconsolidationGroup(
-                label=-1, size=int(idx.size), medoid_id=None, mean_intra_similarity=None,
-                cluster_ids=cids,
-            ))
+            groups.append(
+                ReconsolidationGroup(
+                    label=-1,
+                    size=int(idx.size),
+                    medoid_id=None,
+                    mean_intra_similarity=None,
+                    cluster_ids=cids,
+                )
+            )
             continue
         sub = pts[idx].astype(np.float64)
         sims = sub @ sub.T
@@ -128,10 +143,15 @@ def _describe_groups(
             tot = sims[members].sum(axis=1)
             best = max(range(len(members)), key=lambda m: (tot[m], str(item[idx[members[m]]])))
             medoid = item[idx[members[best]]]
-        groups.append(ReconsolidationGroup(
-            label=g, size=int(n), medoid_id=medoid, mean_intra_similarity=mean_sim,
-            cluster_ids=cids,
-        ))
+        groups.append(
+            ReconsolidationGroup(
+                label=g,
+                size=int(n),
+                medoid_id=medoid,
+                mean_intra_similarity=mean_sim,
+                cluster_ids=cids,
+            )
+        )
     return groups
 
 
@@ -144,8 +164,7 @@ def _apply(
     item: list[str | None],
 ) -> dict[str, int]:
     thr = scope.cfg.merge_threshold
-    done = {"survived": 0, "absorbed": 0, "split": 0, "unmatched": len(tr.unmatched),
-            "guarded": 0}
+    done = {"survived": 0, "absorbed": 0, "split": 0, "unmatched": len(tr.unmatched), "guarded": 0}
     for absorber_id, absorbed in tr.absorptions:
         for other in absorbed:
             a = scope.slot_of.get(absorber_id)
@@ -153,16 +172,16 @@ def _apply(
             if a is None or b is None:
                 continue
             if avg_link(scope, a, b) >= thr:
-                slot = merge(scope, a, b, reason="reconsolidation")
-                absorber_id = int(scope.cid[slot])
+                kept = merge(scope, a, b, reason="reconsolidation")
+                absorber_id = int(scope.cid[kept])
                 done["absorbed"] += 1
             else:
                 done["guarded"] += 1
     for old_id, parts in tr.splits:
-        slot = scope.slot_of.get(old_id)
-        if slot is None:
+        target = scope.slot_of.get(old_id)
+        if target is None:
             continue
-        if _split(scope, slot, parts, pts, labels, owner, item):
+        if _split(scope, target, parts, pts, labels, owner, item):
             done["split"] += 1
         else:
             done["guarded"] += 1
@@ -211,8 +230,16 @@ def _split(
             vec = scope.res_vec[slot, p].copy()
             scope.res_ids[slot][p] = None
             scope.facets[slot].add(m.facets, -1)
-            scope.add_member(ns, vec.astype(np.float64), vec, it, m.document_id,
-                             m.event_time, m.facets, vector_weight=False)
+            scope.add_member(
+                ns,
+                vec.astype(np.float64),
+                vec,
+                it,
+                m.document_id,
+                m.event_time,
+                m.facets,
+                vector_weight=False,
+            )
             moved.append(it)
         scope.t_first[ns] = min((m.event_time for m in scope.members[ns].values()), default=t)
         scope.t_last[ns] = max((m.event_time for m in scope.members[ns].values()), default=t)

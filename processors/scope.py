@@ -13,7 +13,7 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,7 @@ from schemas.outputs import ChangeEvent, ChangeKind
 log = logging.getLogger(__name__)
 
 CANDIDATE, ACTIVE = 0, 1
-STATUS_NAMES = ("candidate", "active")
+STATUS_NAMES: tuple[Literal["candidate"], Literal["active"]] = ("candidate", "active")
 _EVENT_NS = uuid.UUID("3f0e6b1c-3d4e-5a7b-9c8d-0e1f2a3b4c5d")
 _LN2 = math.log(2.0)
 
@@ -90,7 +90,9 @@ class ScopeState:
         old = self.cap
         d, r = self.dim, self.cfg.reservoir_size
 
-        def ext(a: npt.NDArray[Any] | None, shape: tuple[int, ...], dtype: Any, fill: Any = 0) -> Any:
+        def ext(
+            a: npt.NDArray[Any] | None, shape: tuple[int, ...], dtype: Any, fill: Any = 0
+        ) -> Any:
             new = np.full(shape, fill, dtype=dtype)
             if a is not None and old:
                 new[:old] = a[:old]
@@ -256,7 +258,9 @@ class ScopeState:
             self.size_warnings += 1
             log.warning(
                 "cluster %s in scope %s passed %d members",
-                self.cluster_id(slot), self.name, self.cfg.size_warning,
+                self.cluster_id(slot),
+                self.name,
+                self.cfg.size_warning,
             )
         if self.status[slot] == CANDIDATE and self.w[slot] >= self.cfg.min_weight:
             self.status[slot] = ACTIVE
@@ -325,14 +329,14 @@ class ScopeState:
                 # the running scores pick the cluster; its score is recomputed from the current
                 # state so that decisions and reported values do not depend on the batching
                 s0 = int(cols[j])
-                best = float(x64[i] @ self.ls[s0]) / self.norm[s0] * math.exp(
-                    -abs(t - self.tref[s0]) / tau
+                best = (
+                    float(x64[i] @ self.ls[s0])
+                    / self.norm[s0]
+                    * math.exp(-abs(t - self.tref[s0]) / tau)
                 )
             if best >= thr:
                 slot = int(cols[j])
-                scale = self.add_member(
-                    slot, x64[i], x32[i], items[i], docs[i], t, facets[i]
-                )
+                scale = self.add_member(slot, x64[i], x32[i], items[i], docs[i], t, facets[i])
                 if scale >= 0:
                     acc[i + 1 :, j] = acc[i + 1 :, j] * scale + gram[i + 1 :, i]
                 else:

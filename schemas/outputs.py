@@ -20,7 +20,9 @@ class Assignment(BaseModel):
     scope: str
     cluster_id: str
     status: ClusterStatus
-    similarity: float = Field(description="temporally weighted cosine to the joined cluster; 1 when new")
+    similarity: float = Field(
+        description="temporally weighted cosine to the joined cluster; 1 when new"
+    )
     new_cluster: bool
     event_time: float
     sequence: int = Field(description="position of the item in its scope's input order")

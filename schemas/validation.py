@@ -104,7 +104,8 @@ def check_matrix(vectors: npt.NDArray[Any]) -> FloatArray:
     bad = ~np.isfinite(mat).all(axis=1)
     if bad.any():
         raise InputError(
-            "non_finite", f"{int(bad.sum())} rows hold NaN or infinite values (first: row {int(np.argmax(bad))})"
+            "non_finite",
+            f"{int(bad.sum())} rows hold NaN or infinite values (first: row {int(np.argmax(bad))})",
         )
     norms = np.linalg.norm(mat.astype(np.float64), axis=1)
     if (norms == 0).any():

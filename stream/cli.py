@@ -31,7 +31,11 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     try:
         result = run(
-            inputs, config, scope, batch_size=args.batch_size, assignments_out=out_fh,
+            inputs,
+            config,
+            scope,
+            batch_size=args.batch_size,
+            assignments_out=out_fh,
             progress=sys.stderr.isatty() and not args.quiet,
         )
     finally:
@@ -86,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_replay)
     s = sub.add_parser("schemas", help="write the JSON Schema files of the contracts")
-    s.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "schemas" / "json")
+    s.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "schemas" / "json"
+    )
     s.set_defaults(func=_export_schemas)
     return p
 

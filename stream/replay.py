@@ -73,10 +73,12 @@ def load_inputs(
         t = _load_npy(timestamps, "timestamps")
         if t.ndim != 1 or t.shape[0] != n:
             raise ReplayInputError(
-                f"timestamps file {timestamps} has shape {t.shape}, expected ({n},) to match vectors"
+                f"timestamps file {timestamps} has shape {t.shape}, expected ({n},)"
             )
         if not np.issubdtype(t.dtype, np.number) or not np.isfinite(t.astype(np.float64)).all():
-            raise ReplayInputError(f"timestamps file {timestamps} holds non-finite or non-numeric values")
+            raise ReplayInputError(
+                f"timestamps file {timestamps} holds non-finite or non-numeric values"
+            )
         times = t.astype(np.float64)
     else:
         times = np.arange(n, dtype=np.float64)
@@ -117,7 +119,9 @@ def load_inputs(
         except (OSError, UnicodeDecodeError) as exc:
             raise ReplayInputError(f"metadata file {metadata} is unreadable: {exc}") from exc
         if len(metas) != n:
-            raise ReplayInputError(f"metadata file {metadata} has {len(metas)} lines, vectors has {n} rows")
+            raise ReplayInputError(
+                f"metadata file {metadata} has {len(metas)} lines, vectors has {n} rows"
+            )
     return ReplayInputs(mat, times, names, metas)
 
 
@@ -142,7 +146,9 @@ def run(
     for start in range(0, n, batch_size):
         end = min(start + batch_size, n)
         res = engine.process(
-            inputs.vectors[start:end], inputs.ids[start:end], inputs.times[start:end],
+            inputs.vectors[start:end],
+            inputs.ids[start:end],
+            inputs.times[start:end],
             metadata=inputs.metadata[start:end] if inputs.metadata is not None else None,
             scopes=scope,
         )

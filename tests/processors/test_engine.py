@@ -13,8 +13,12 @@ from tests.conftest import blobs
 CFG = EngineConfig(tick_items=32, min_weight=2.0)
 
 
-def run(x: np.ndarray, batch_sizes: list[int] | int, cfg: EngineConfig = CFG,
-        times: np.ndarray | None = None) -> tuple[Engine, list[str], list[str]]:
+def run(
+    x: np.ndarray,
+    batch_sizes: list[int] | int,
+    cfg: EngineConfig = CFG,
+    times: np.ndarray | None = None,
+) -> tuple[Engine, list[str], list[str]]:
     """Returns the engine, assignment lines and change-event lines in emission order."""
     eng = Engine(cfg)
     ids = [f"i{i}" for i in range(len(x))]
@@ -26,7 +30,7 @@ def run(x: np.ndarray, batch_sizes: list[int] | int, cfg: EngineConfig = CFG,
     while pos < len(x):
         b = sizes[k % len(sizes)]
         k += 1
-        res = eng.process(x[pos:pos + b], ids[pos:pos + b], t[pos:pos + b])
+        res = eng.process(x[pos : pos + b], ids[pos : pos + b], t[pos : pos + b])
         out_a += [a.model_dump_json() for a in res.assignments()]
         out_c += [c.model_dump_json() for c in res.changes]
         pos += b
@@ -133,8 +137,9 @@ def test_capacity_cap_retires_lightest():
 def test_scopes_never_share_clusters():
     x, _ = blobs(200, 16, 2, seed=5)
     eng = Engine(CFG)
-    keys = [ScopeKey("event", "model-a") if i % 2 else ScopeKey("event", "model-b")
-            for i in range(200)]
+    keys = [
+        ScopeKey("event", "model-a") if i % 2 else ScopeKey("event", "model-b") for i in range(200)
+    ]
     res = eng.process(x, [f"i{i}" for i in range(200)], np.arange(200.0), scopes=keys)
     by_cluster: dict[str, set[str]] = {}
     for i in range(200):
@@ -205,7 +210,9 @@ def test_size_warning_counted():
 def test_promotion_emits_created_once(small_stream):
     x, _ = small_stream
     _, _, changes = run(x, 100)
-    created = [c.split('"cluster_id":"')[1].split('"')[0] for c in changes if '"kind":"created"' in c]
+    created = [
+        c.split('"cluster_id":"')[1].split('"')[0] for c in changes if '"kind":"created"' in c
+    ]
     assert len(created) == len(set(created)) > 0
 
 

@@ -45,9 +45,15 @@ def test_split_keeps_largest_part_id_and_moves_items():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     order = rng.permutation(len(x))
     x = x[order]
-    cfg = EngineConfig(assign_threshold=0.01, min_weight=2.0, reservoir_size=16,
-                       min_reconsolidation_clusters=1, hdbscan_min_cluster_size=3,
-                       hdbscan_min_samples=2, merge_threshold=0.9)
+    cfg = EngineConfig(
+        assign_threshold=0.01,
+        min_weight=2.0,
+        reservoir_size=16,
+        min_reconsolidation_clusters=1,
+        hdbscan_min_cluster_size=3,
+        hdbscan_min_samples=2,
+        merge_threshold=0.9,
+    )
     eng = Engine(cfg)
     res = eng.process(x, [f"i{i}" for i in range(16)], np.arange(16.0))
     assert len(set(res.cluster_no.tolist())) == 1
@@ -77,9 +83,15 @@ def test_split_guard_keeps_similar_parts_together():
     ]
     x = np.array(pts, dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    cfg = EngineConfig(assign_threshold=0.01, min_weight=2.0, reservoir_size=16,
-                       min_reconsolidation_clusters=1, hdbscan_min_cluster_size=3,
-                       hdbscan_min_samples=2, merge_threshold=0.3)
+    cfg = EngineConfig(
+        assign_threshold=0.01,
+        min_weight=2.0,
+        reservoir_size=16,
+        min_reconsolidation_clusters=1,
+        hdbscan_min_cluster_size=3,
+        hdbscan_min_samples=2,
+        merge_threshold=0.3,
+    )
     eng = Engine(cfg)
     eng.process(x, [f"i{i}" for i in range(16)], np.arange(16.0))
     st = next(iter(eng.scopes.values()))
@@ -98,6 +110,8 @@ def test_drift_triggers_early_reconsolidation():
     eng = Engine(cfg)
     recs = []
     for s in range(0, 6000, 500):
-        r = eng.process(x[s:s + 500], [f"i{i}" for i in range(s, s + 500)], np.arange(s, s + 500.0))
+        r = eng.process(
+            x[s : s + 500], [f"i{i}" for i in range(s, s + 500)], np.arange(s, s + 500.0)
+        )
         recs += r.reconsolidations
     assert any(r.trigger == "drift" for r in recs)

@@ -14,9 +14,13 @@ from schemas.validation import check_dimension, check_matrix
 
 def event(**over):
     base = {
-        "item_id": "v1", "document_id": "d1", "embedding_type": "event",
-        "embedding_model": "all-mpnet-base-v2", "event_time": "2025-12-14T00:00:00Z",
-        "metadata": {"domain": "economic_activity"}, "vector": [0.6, 0.8],
+        "item_id": "v1",
+        "document_id": "d1",
+        "embedding_type": "event",
+        "embedding_model": "all-mpnet-base-v2",
+        "event_time": "2025-12-14T00:00:00Z",
+        "metadata": {"domain": "economic_activity"},
+        "vector": [0.6, 0.8],
     }
     base.update(over)
     return json.dumps(base).encode()
@@ -91,22 +95,52 @@ def test_off_norm_vectors_are_renormalised():
 
 def test_embedded_document_fans_out():
     doc = {
-        "document_id": "doc_001", "job_id": "j", "embedded_at": "2025-12-15T10:00:00Z",
+        "document_id": "doc_001",
+        "job_id": "j",
+        "embedded_at": "2025-12-15T10:00:00Z",
         "source_processed_document": {"title": "G7 summit opens"},
-        "document_embedding": {"document_id": "doc_001", "vector_id": "doc_emb_doc_001",
-                               "vector": [1.0, 0.0], "text_source": "title",
-                               "normalized_date": "2025-12-14T00:00:00Z", "metadata": {}},
-        "event_embeddings": [{"event_id": "e1", "document_id": "doc_001",
-                              "vector_id": "event_emb_e1", "vector": [0.0, 1.0],
-                              "event_type": "contact_meet", "domain": "diplomatic_relations",
-                              "event_description": "leaders meet", "metadata": {}}],
-        "entity_embeddings": [{"entity_id": "n1", "document_id": "doc_001",
-                               "vector_id": "entity_emb_n1", "vector": [0.6, 0.8],
-                               "entity_text": "G7", "entity_type": "ORG", "context": "",
-                               "metadata": {}}],
-        "storyline_embeddings": [{"storyline_id": "s1", "vector_id": "storyline_emb_s1",
-                                  "vector": [0.8, 0.6], "primary_entities": ["G7"],
-                                  "domain": "diplomatic_relations", "metadata": {}}],
+        "document_embedding": {
+            "document_id": "doc_001",
+            "vector_id": "doc_emb_doc_001",
+            "vector": [1.0, 0.0],
+            "text_source": "title",
+            "normalized_date": "2025-12-14T00:00:00Z",
+            "metadata": {},
+        },
+        "event_embeddings": [
+            {
+                "event_id": "e1",
+                "document_id": "doc_001",
+                "vector_id": "event_emb_e1",
+                "vector": [0.0, 1.0],
+                "event_type": "contact_meet",
+                "domain": "diplomatic_relations",
+                "event_description": "leaders meet",
+                "metadata": {},
+            }
+        ],
+        "entity_embeddings": [
+            {
+                "entity_id": "n1",
+                "document_id": "doc_001",
+                "vector_id": "entity_emb_n1",
+                "vector": [0.6, 0.8],
+                "entity_text": "G7",
+                "entity_type": "ORG",
+                "context": "",
+                "metadata": {},
+            }
+        ],
+        "storyline_embeddings": [
+            {
+                "storyline_id": "s1",
+                "vector_id": "storyline_emb_s1",
+                "vector": [0.8, 0.6],
+                "primary_entities": ["G7"],
+                "domain": "diplomatic_relations",
+                "metadata": {},
+            }
+        ],
         "embedding_metadata": {"model_name": "all-mpnet-base-v2", "dimension": 2},
     }
     evs = decode_message(json.dumps(doc).encode())
@@ -118,4 +152,6 @@ def test_embedded_document_fans_out():
 
 
 def test_embedded_document_missing_field_is_schema_violation():
-    assert reason(json.dumps({"embedded_at": "2025-01-01T00:00:00Z"}).encode()) == "schema_violation"
+    assert (
+        reason(json.dumps({"embedded_at": "2025-01-01T00:00:00Z"}).encode()) == "schema_violation"
+    )

@@ -16,29 +16,53 @@ from tests.conftest import blobs
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
     x, _ = blobs(300, 16, 3, seed=11, spread=0.1)
-    p = {"vectors": tmp_path / "x.npy", "ids": tmp_path / "ids.txt",
-         "ts": tmp_path / "t.npy", "meta": tmp_path / "m.jsonl"}
+    p = {
+        "vectors": tmp_path / "x.npy",
+        "ids": tmp_path / "ids.txt",
+        "ts": tmp_path / "t.npy",
+        "meta": tmp_path / "m.jsonl",
+    }
     np.save(p["vectors"], x)
     p["ids"].write_text("\n".join(f"item-{i}" for i in range(300)) + "\n")
     np.save(p["ts"], np.arange(300, dtype=np.float64) * 60)
-    p["meta"].write_text("".join(json.dumps({"title": f"story {i % 3} words"}) + "\n"
-                                 for i in range(300)))
+    p["meta"].write_text(
+        "".join(json.dumps({"title": f"story {i % 3} words"}) + "\n" for i in range(300))
+    )
     return p
 
 
 def test_replay_writes_all_outputs(files, tmp_path):
     out = {k: tmp_path / k for k in ("a.jsonl", "l.npy", "c.jsonl")}
-    code = main(["replay", "--vectors", str(files["vectors"]), "--ids", str(files["ids"]),
-                 "--timestamps", str(files["ts"]), "--metadata", str(files["meta"]),
-                 "--assignments-out", str(out["a.jsonl"]), "--labels-out", str(out["l.npy"]),
-                 "--clusters-out", str(out["c.jsonl"]), "--quiet"])
+    code = main(
+        [
+            "replay",
+            "--vectors",
+            str(files["vectors"]),
+            "--ids",
+            str(files["ids"]),
+            "--timestamps",
+            str(files["ts"]),
+            "--metadata",
+            str(files["meta"]),
+            "--assignments-out",
+            str(out["a.jsonl"]),
+            "--labels-out",
+            str(out["l.npy"]),
+            "--clusters-out",
+            str(out["c.jsonl"]),
+            "--quiet",
+        ]
+    )
     assert code == 0
     lines = out["a.jsonl"].read_text().splitlines()
     assert [Assignment.model_validate_json(s).item_id for s in lines] == [
-        f"item-{i}" for i in range(300)]
+        f"item-{i}" for i in range(300)
+    ]
     labels = np.load(out["l.npy"])
     assert labels.dtype == np.int64 and labels.shape == (300,)
-    clusters = [ClusterResult.model_validate_json(s) for s in out["c.jsonl"].read_text().splitlines()]
+    clusters = [
+        ClusterResult.model_validate_json(s) for s in out["c.jsonl"].read_text().splitlines()
+    ]
     assert len(clusters) == 3 == len(set(labels[labels >= 0].tolist()))
     # labels agree with the final cluster membership
     members = {m: c.cluster_id for c in clusters for m in c.member_ids}
@@ -121,19 +145,42 @@ def test_bad_files_one_line_exit_2(case, expect, files, tmp_path, capsys):
 
 def test_console_script_runs_without_traceback(tmp_path):
     exe = Path(sys.executable).parent / "clusterer"
-    r = subprocess.run([str(exe), "replay", "--vectors", str(tmp_path / "none.npy")],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [str(exe), "replay", "--vectors", str(tmp_path / "none.npy")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_config_file_changes_the_engine(files, tmp_path):
-    cfg = bad(tmp_path, "c.toml", b"[engine]\nassign_threshold = 0.99\nmerge_threshold = 0.99\nmin_weight = 2.0\n")
+    cfg = bad(
+        tmp_path,
+        "c.toml",
+        b"[engine]\nassign_threshold = 0.99\nmerge_threshold = 0.99\nmin_weight = 2.0\n",
+    )
     out = tmp_path / "l.npy"
-    assert main(["replay", "--vectors", str(files["vectors"]), "--config", str(cfg),
-                 "--labels-out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                "--vectors",
+                str(files["vectors"]),
+                "--config",
+                str(cfg),
+                "--labels-out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     strict = np.load(out)
-    assert main(["replay", "--vectors", str(files["vectors"]), "--labels-out", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(["replay", "--vectors", str(files["vectors"]), "--labels-out", str(out), "--quiet"])
+        == 0
+    )
     default = np.load(out)
     assert (strict < 0).sum() > (default < 0).sum()

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite, lint and type checks, on a fresh machine or a warm one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev/setup.sh
+.venv/bin/ruff check .
+.venv/bin/mypy schemas processors stream state
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
