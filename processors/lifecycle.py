@@ -163,7 +163,6 @@ def emit_updates(scope: ScopeState) -> None:
         if scope.cid[slot] >= 0 and scope.status[slot] == ACTIVE:
             scope.emit("updated", slot)
     scope.touched.clear()
-    scope.fresh.clear()
 
 
 __all__ = ["CANDIDATE", "merge", "retire", "tick"]

@@ -72,7 +72,6 @@ class ScopeState:
         self.next_no = 1
         self.event_seq = 0
         self.touched: set[int] = set()
-        self.fresh: set[int] = set()
         self.size_warned: set[int] = set()
         self.size_warnings = 0
         self.events: list[ChangeEvent] = []
@@ -143,7 +142,6 @@ class ScopeState:
         self.w[slot] = 0.0
         self.cid[slot] = -1
         self.touched.discard(slot)
-        self.fresh.discard(slot)
         self.free.append(slot)
         while self.n_used and self.cid[self.n_used - 1] < 0:
             self.n_used -= 1
@@ -204,7 +202,6 @@ class ScopeState:
         self.t_first[slot] = t
         self.t_last[slot] = t
         self.status[slot] = CANDIDATE
-        self.fresh.add(slot)
         return slot
 
     def add_member(

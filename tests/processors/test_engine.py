@@ -221,3 +221,19 @@ def test_active_status_reported():
     eng = Engine(CFG)
     r = eng.process(x, [f"i{i}" for i in range(10)], np.arange(10.0))
     assert r.status[0] != ACTIVE and r.status[-1] == ACTIVE
+
+
+def test_process_events_reports_bad_vectors_and_keeps_good_ones():
+    from schemas.inputs import VectorEvent
+
+    def ev(i: str, vec: list[float], model: str = "m") -> VectorEvent:
+        return VectorEvent(item_id=i, embedding_type="event", embedding_model=model,
+                           event_time=0.0, vector=vec)
+
+    eng = Engine(CFG)
+    res, bad = eng.process_events(
+        [ev("a", [1.0, 0.0]), ev("b", [0.0, 0.0]), ev("c", [1.0, 0.0, 0.0]), ev("d", [0.9, 0.1])]
+    )
+    assert [i for i, _ in bad] == [1, 2]
+    assert [e.reason for _, e in bad] == ["zero_vector", "dimension_mismatch"]
+    assert res.item_ids == ["a", "d"] and res.cluster_id(0) == res.cluster_id(1)

@@ -32,68 +32,50 @@ def test_run_records_groups_medoids_and_outliers():
     assert rec.parameters["algorithm"] == "hdbscan"
 
 
-def test_split_keeps_largest_part_id_and_moves_items():
-    rng = np.random.default_rng(0)
-    d = 32
+def two_topic_cluster(second: np.ndarray, noise: float, merge_threshold: float, seed: int):
+    """One cluster forced (join threshold 0.01) to hold 10 items of e0 and 6 of `second`."""
+    rng = np.random.default_rng(seed)
+    d = second.shape[0]
     a = np.eye(d)[0]
-    b = (0.2 * np.eye(d)[0] + np.eye(d)[1]) / np.hypot(0.2, 1.0)
-    # one cluster forced to hold two separate topics (join threshold very low)
-    pts = [a + 0.02 * rng.standard_normal(d) for _ in range(10)] + [
-        b + 0.02 * rng.standard_normal(d) for _ in range(6)
+    pts = [a + noise * rng.standard_normal(d) for _ in range(10)] + [
+        second + noise * rng.standard_normal(d) for _ in range(6)
     ]
     x = np.array(pts, dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     order = rng.permutation(len(x))
-    x = x[order]
     cfg = EngineConfig(
-        assign_threshold=0.01,
-        min_weight=2.0,
-        reservoir_size=16,
-        min_reconsolidation_clusters=1,
-        hdbscan_min_cluster_size=3,
-        hdbscan_min_samples=2,
-        merge_threshold=0.9,
+        assign_threshold=0.01, min_weight=2.0, reservoir_size=16,
+        min_reconsolidation_clusters=1, hdbscan_min_cluster_size=3, hdbscan_min_samples=2,
+        merge_threshold=merge_threshold,
     )
     eng = Engine(cfg)
-    res = eng.process(x, [f"i{i}" for i in range(16)], np.arange(16.0))
+    res = eng.process(x[order], [f"i{i}" for i in range(16)], np.arange(16.0))
+    return eng, res, order
+
+
+def test_split_keeps_largest_part_id_and_moves_items():
+    d = 32
+    b = (0.2 * np.eye(d)[0] + np.eye(d)[1]) / np.hypot(0.2, 1.0)
+    eng, res, order = two_topic_cluster(b, 0.02, 0.9, seed=0)
     assert len(set(res.cluster_no.tolist())) == 1
     st = next(iter(eng.scopes.values()))
     old_id = res.cluster_id(0)
     rec = reconsolidate(st, "manual")
-    events = st.events
-    splits = [e for e in events if e.kind == "split"]
+    splits = [e for e in st.events if e.kind == "split"]
     assert rec.transitions["split"] == 1 and len(splits) == 1
     ev = splits[0]
     assert ev.cluster_id == old_id and ev.related_ids[0] != old_id
-    moved = set(ev.moved_item_ids)
     topic_b = {f"i{i}" for i, o in enumerate(order) if o >= 10}
-    assert moved == topic_b
+    assert set(ev.moved_item_ids) == topic_b
     new_slot = st.slot_of[int(ev.related_ids[0].rsplit("-", 1)[1])]
     assert set(st.members[new_slot]) == topic_b
     assert not (set(st.members[st.slot_of[int(old_id.rsplit("-", 1)[1])]]) & topic_b)
 
 
 def test_split_guard_keeps_similar_parts_together():
-    rng = np.random.default_rng(1)
     d = 32
-    a = np.eye(d)[0]
     b = (np.eye(d)[0] + np.eye(d)[1]) / np.sqrt(2)
-    pts = [a + 0.01 * rng.standard_normal(d) for _ in range(10)] + [
-        b + 0.01 * rng.standard_normal(d) for _ in range(6)
-    ]
-    x = np.array(pts, dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    cfg = EngineConfig(
-        assign_threshold=0.01,
-        min_weight=2.0,
-        reservoir_size=16,
-        min_reconsolidation_clusters=1,
-        hdbscan_min_cluster_size=3,
-        hdbscan_min_samples=2,
-        merge_threshold=0.3,
-    )
-    eng = Engine(cfg)
-    eng.process(x, [f"i{i}" for i in range(16)], np.arange(16.0))
+    eng, _, _ = two_topic_cluster(b, 0.01, 0.3, seed=1)
     st = next(iter(eng.scopes.values()))
     reconsolidate(st, "manual")
     assert not [e for e in st.events if e.kind == "split"]
