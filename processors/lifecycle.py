@@ -10,7 +10,7 @@ import heapq
 
 import numpy as np
 
-from processors.scope import ACTIVE, CANDIDATE, ScopeState
+from processors.scope import ACTIVE, ScopeState
 
 
 def tick(scope: ScopeState) -> None:
@@ -163,6 +163,3 @@ def emit_updates(scope: ScopeState) -> None:
         if scope.cid[slot] >= 0 and scope.status[slot] == ACTIVE:
             scope.emit("updated", slot)
     scope.touched.clear()
-
-
-__all__ = ["CANDIDATE", "merge", "retire", "tick"]

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from processors.facets import FacetCounts, top
+from processors.facets import FacetCounts
 from processors.scope import ScopeState
 
 
@@ -64,6 +64,3 @@ def document_frequency(scope: ScopeState) -> dict[str, int]:
         for t in scope.facets[int(s)].terms:
             df[t] = df.get(t, 0) + 1
     return df
-
-
-__all__ = ["document_frequency", "label", "representatives", "reservoir", "top"]
