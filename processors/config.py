@@ -17,7 +17,7 @@ class EngineConfig:
     """metadata fields that split a (type, model) space further, e.g. ("domain",)."""
 
     # --- assignment
-    assign_threshold: float = 0.55
+    assign_threshold: float = 0.58
     """weighted cosine needed to join a cluster; below it the item opens a candidate."""
     tau_seconds: float = 7 * DAY
     """temporal closeness exp(-|dt|/tau) between the item and the cluster's last activity."""
@@ -35,7 +35,7 @@ class EngineConfig:
     """hard cap: the lightest clusters retire first when it is passed."""
     tick_items: int = 256
     """maintenance (decay sweep, promotion, merges) runs every this many items of a scope."""
-    merge_threshold: float = 0.3
+    merge_threshold: float = 0.32
     """two clusters merge when their average member-to-member cosine reaches this."""
     size_warning: int = 50
 
@@ -81,6 +81,8 @@ class EngineConfig:
     def validate(self) -> None:
         if not 0.0 < self.assign_threshold <= 1.0:
             raise ValueError("assign_threshold must be in (0, 1]")
+        if not 0.0 < self.merge_threshold <= 1.0:
+            raise ValueError("merge_threshold must be in (0, 1]")
         for name in ("tau_seconds", "half_life_seconds", "reconsolidate_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -54,7 +54,7 @@ def avg_link(scope: ScopeState, a: int, b: int) -> float:
 def merge_touched(scope: ScopeState) -> None:
     """Average-link merging around the clusters touched since the last tick: pairs whose
     mean member similarity reaches merge_threshold merge, best pair first."""
-    thr = scope.cfg.merge_threshold
+    thr = scope.cfg.merge_threshold  # validated > 0
     touched = sorted(scope.touched, key=lambda s: int(scope.cid[s]))
     touched = [s for s in touched if scope.cid[s] >= 0]
     if not touched or scope.n_used < 2:
@@ -63,16 +63,18 @@ def merge_touched(scope: ScopeState) -> None:
     heap: list[tuple[float, int, int, int, int]] = []
 
     def push_neighbours(slots: list[int]) -> None:
-        # exact average-link of each slot against every live cluster: one matrix product
+        # exact average-link of each slot against every live cluster: one matrix product;
+        # free slots get weight 0 here, hence similarity 0, below any positive threshold
         n = scope.n_used
-        with np.errstate(invalid="ignore", divide="ignore"):  # free slots have w = 0
-            sims = (scope.ls[slots] @ scope.ls[:n].T) / np.outer(scope.w[slots], scope.w[:n])
-        sims[:, scope.cid[:n] < 0] = -np.inf
+        inv_w = np.zeros(n)
+        live = scope.cid[:n] >= 0
+        inv_w[live] = 1.0 / scope.w[:n][live]
+        sims = (scope.ls[slots] @ scope.ls[:n].T) * inv_w
+        sims *= inv_w[slots][:, None]
+        sims[np.arange(len(slots)), slots] = -np.inf
         rows, cols = np.nonzero(sims >= thr)
         for r, b in zip(rows.tolist(), cols.tolist(), strict=True):
             a = slots[r]
-            if a == b:
-                continue
             lo, hi = (a, b) if scope.cid[a] < scope.cid[b] else (b, a)
             heapq.heappush(
                 heap,

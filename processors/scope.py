@@ -72,6 +72,7 @@ class ScopeState:
         self.next_no = 1
         self.event_seq = 0
         self.touched: set[int] = set()
+        self.dirty: set[int] = set()
         self.size_warned: set[int] = set()
         self.size_warnings = 0
         self.events: list[ChangeEvent] = []
@@ -142,6 +143,7 @@ class ScopeState:
         self.w[slot] = 0.0
         self.cid[slot] = -1
         self.touched.discard(slot)
+        self.dirty.discard(slot)
         self.free.append(slot)
         while self.n_used and self.cid[self.n_used - 1] < 0:
             self.n_used -= 1
@@ -216,24 +218,45 @@ class ScopeState:
         vector_weight: bool = True,
     ) -> float:
         """Record membership; when `vector_weight`, also fold x into the sums. Returns the
-        factor the old linear sum was scaled by (1 when the item is older than the cluster)."""
+        factor the old linear sum was scaled by (negative: an additive update, see _fold)."""
         scale = 1.0
         if vector_weight:
-            tref = self.tref[slot]
-            if t >= tref:
-                scale = math.exp(-_LN2 * (t - tref) / self.cfg.half_life_seconds)
-                self.ls[slot] *= scale
-                self.ls[slot] += x
-                self.w[slot] = self.w[slot] * scale + 1.0
-                self.tref[slot] = t
-            else:
-                wt = math.exp(-_LN2 * (tref - t) / self.cfg.half_life_seconds)
-                self.ls[slot] += wt * x
-                self.w[slot] += wt
-                scale = -wt  # signals an additive update to the caller
-            n = float(np.linalg.norm(self.ls[slot]))
-            self.norm[slot] = n
-            self.cent[slot] = self.ls[slot] / n
+            scale = self._fold(slot, x, t)
+            self.cent[slot] = self.ls[slot] / self.norm[slot]
+            self.dirty.discard(slot)
+        self._record(slot, x32, item, doc, t, facets)
+        return scale
+
+    def _fold(self, slot: int, x: npt.NDArray[np.float64], t: float) -> float:
+        """Fold x into the decayed sums. Returns the factor the old sum was scaled by, or minus
+        the weight x entered with when x is older than the cluster (sum unscaled). The centroid
+        row is refreshed later (`dirty`): only the next search reads it."""
+        ls = self.ls[slot]
+        tref = float(self.tref[slot])
+        if t >= tref:
+            scale = math.exp(-_LN2 * (t - tref) / self.cfg.half_life_seconds)
+            ls *= scale
+            ls += x
+            self.w[slot] = self.w[slot] * scale + 1.0
+            self.tref[slot] = t
+        else:
+            wt = math.exp(-_LN2 * (tref - t) / self.cfg.half_life_seconds)
+            ls += wt * x
+            self.w[slot] += wt
+            scale = -wt
+        self.norm[slot] = math.sqrt(float(ls @ ls))
+        self.dirty.add(slot)
+        return scale
+
+    def _record(
+        self,
+        slot: int,
+        x32: npt.NDArray[np.float32],
+        item: str,
+        doc: str | None,
+        t: float,
+        facets: Facets,
+    ) -> None:
         if t < self.t_first[slot]:
             self.t_first[slot] = t
         if t > self.t_last[slot]:
@@ -241,8 +264,7 @@ class ScopeState:
         mem = self.members[slot]
         mem[item] = Member(doc, t, facets)
         self.item_slot[item] = slot
-        r = self.cfg.reservoir_size
-        pos = int(self.res_next[slot] % r)
+        pos = int(self.res_next[slot]) % self.cfg.reservoir_size
         self.res_vec[slot, pos] = x32
         self.res_time[slot, pos] = t
         self.res_ids[slot][pos] = item
@@ -262,7 +284,14 @@ class ScopeState:
         if self.status[slot] == CANDIDATE and self.w[slot] >= self.cfg.min_weight:
             self.status[slot] = ACTIVE
             self.emit("created", slot)
-        return scale
+
+    def refresh_centroids(self) -> None:
+        """Bring the centroid rows of clusters folded into since the last call up to date."""
+        if self.dirty:
+            rows = np.fromiter(self.dirty, dtype=np.int64, count=len(self.dirty))
+            self.dirty.clear()
+            rows = rows[self.cid[rows] >= 0]
+            self.cent[rows] = self.ls[rows] / self.norm[rows, None]
 
     # ------------------------------------------------------------------ assignment
     def assign(
@@ -310,7 +339,11 @@ class ScopeState:
                 -np.abs(times[:, None] - self.tref[cand][None, :]) / tau
             )
         col_of = {int(s): j for j, s in enumerate(cand)}
+        # time weights between items of the segment: a cluster an item joins (or opens) takes
+        # that item's time as its reference, so its column of scores reuses this matrix
+        tw = np.exp(-np.abs(times[:, None] - times[None, :]) / tau)
         ncols = nc0
+        ls, norm, tref = self.ls, self.norm, self.tref
         for i in range(b):
             t = float(times[i])
             if t > self.watermark:
@@ -322,46 +355,50 @@ class ScopeState:
                 j, best = -1, -math.inf
             if best < bound[i] and bound[i] >= thr:
                 j, best, ncols = self._exact_best(i, x64, times, acc, score, cols, col_of, ncols)
+            xi = x64[i]
             if j >= 0:
                 # the running scores pick the cluster; its score is recomputed from the current
                 # state so that decisions and reported values do not depend on the batching
                 s0 = int(cols[j])
-                best = (
-                    float(x64[i] @ self.ls[s0])
-                    / self.norm[s0]
-                    * math.exp(-abs(t - self.tref[s0]) / tau)
-                )
+                best = float(xi @ ls[s0]) / norm[s0] * math.exp(-abs(t - tref[s0]) / tau)
+            rest = slice(i + 1, b)
             if best >= thr:
                 slot = int(cols[j])
-                scale = self.add_member(slot, x64[i], x32[i], items[i], docs[i], t, facets[i])
+                scale = self._fold(slot, xi, t)
+                self._record(slot, x32[i], items[i], docs[i], t, facets[i])
                 if scale >= 0:
-                    acc[i + 1 :, j] = acc[i + 1 :, j] * scale + gram[i + 1 :, i]
+                    col = acc[rest, j]
+                    col *= scale
+                    col += gram[rest, i]
+                    score[rest, j] = col * (tw[rest, i] / norm[slot])
                 else:
-                    acc[i + 1 :, j] += -scale * gram[i + 1 :, i]
+                    acc[rest, j] += -scale * gram[rest, i]
+                    score[rest, j] = (acc[rest, j] / norm[slot]) * np.exp(
+                        -np.abs(times[rest] - tref[slot]) / tau
+                    )
                 out_new[i] = False
                 out_sim[i] = best
             else:
-                slot = self.open_cluster(x64[i], t)
-                self.add_member(
-                    slot, x64[i], x32[i], items[i], docs[i], t, facets[i], vector_weight=False
-                )
+                slot = self.open_cluster(xi, t)
+                ls, norm, tref = self.ls, self.norm, self.tref  # the arrays may have grown
+                self._record(slot, x32[i], items[i], docs[i], t, facets[i])
                 j = ncols
                 cols[j] = slot
                 col_of[slot] = j
-                acc[i + 1 :, j] = gram[i + 1 :, i] * self.w[slot]
+                w0 = float(self.w[slot])
+                acc[rest, j] = gram[rest, i] * w0
+                score[rest, j] = gram[rest, i] * (w0 / norm[slot]) * tw[rest, i]
                 ncols += 1
                 out_new[i] = True
                 out_sim[i] = 1.0
                 self.block_new += 1
-            score[i + 1 :, j] = (acc[i + 1 :, j] / self.norm[slot]) * np.exp(
-                -np.abs(times[i + 1 :] - self.tref[slot]) / tau
-            )
             out_slot_cid[i] = self.cid[slot]
             out_status[i] = self.status[slot]
             self.seq += 1
             self.items_since_recon += 1
             if self.seq % cfg.drift_block == 0:
                 self._drift_sample()
+        self.refresh_centroids()
 
     def _exact_best(
         self,

@@ -1,0 +1,157 @@
+"""Bounded memory and steady throughput on an endless drifting stream.
+
+A synthetic stream of unit vectors around topics that are born and die (a fixed number alive
+at once, each living a random span of items), plus background noise. It is generated in
+chunks from a seeded generator, so the stream itself costs no memory as it grows.
+
+.venv/bin/python -m benchmarks.scale --items 100000
+.venv/bin/python -m benchmarks.scale --items 1000000
+.venv/bin/python -m benchmarks.scale --recon-clusters 5000
+
+Each run prints one JSON line: peak RSS, throughput, live clusters and members at the end.
+Run the sizes in separate processes so each peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from processors import Engine, EngineConfig
+from processors.reconsolidate import reconsolidate
+from processors.scope import ACTIVE, ScopeKey
+
+Chunk = tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], list[str]]
+
+
+def unit(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(a / np.linalg.norm(a, axis=-1, keepdims=True))
+
+
+def drifting_stream(
+    n: int,
+    dim: int,
+    chunk: int,
+    alive: int = 200,
+    mean_life: int = 20_000,
+    spread: float = 1.0,
+    noise: float = 0.05,
+    seconds_per_item: float = 10.0,
+    seed: int = 0,
+) -> Iterator[Chunk]:
+    """Topics live a geometric number of items (mean `mean_life`); a dead topic is replaced
+    by a new random one at once (a birth). Items are centre + `spread` x random direction."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.standard_normal((alive, dim)))
+    p_death = 1.0 / mean_life * alive  # per item, one topic dies with this probability
+    for start in range(0, n, chunk):
+        b = min(chunk, n - start)
+        # deaths (and the births replacing them) take effect at chunk boundaries
+        deaths = int((rng.random(b) < p_death).sum())
+        topic = rng.integers(0, alive, b)
+        x = np.empty((b, dim))
+        for _ in range(deaths):
+            centres[rng.integers(0, alive)] = unit(rng.standard_normal(dim))
+        x[:] = centres[topic]
+        g = unit(rng.standard_normal((b, dim)))
+        x += spread * g
+        is_noise = rng.random(b) < noise
+        x[is_noise] = rng.standard_normal((int(is_noise.sum()), dim))
+        ids = [f"s{start + i}" for i in range(b)]
+        times = (start + np.arange(b)) * seconds_per_item
+        yield unit(x).astype(np.float32), times.astype(np.float64), ids
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
+    eng = Engine(EngineConfig())
+    key = ScopeKey("document", f"synthetic-{dim}")
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    last_window = t0
+    window_rate = 0.0
+    done = 0
+    for x, t, ids in drifting_stream(n, dim, batch):
+        eng.process(x, ids, t, scopes=key)
+        done += len(ids)
+        if done % 100_000 == 0:
+            now = time.perf_counter()
+            window_rate = 100_000 / (now - last_window)
+            last_window = now
+    eng.flush()
+    dt = time.perf_counter() - t0
+    st = eng.scopes[key]
+    live = st.live_slots()
+    return {
+        "items": n,
+        "dim": dim,
+        "vectors_per_s": round(n / dt),
+        "last_100k_vectors_per_s": round(window_rate),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rss_before_stream_mb": round(rss0, 1),
+        "live_clusters": int(live.size),
+        "active_clusters": int((st.status[live] == ACTIVE).sum()),
+        "members_in_memory": len(st.item_slot),
+        "slot_capacity": st.cap,
+    }
+
+
+def run_recon(clusters: int, dim: int, repeats: int) -> dict[str, float]:
+    """A scope holding `clusters` active clusters (each seeded with reservoir members), then
+    timed reconsolidations of it."""
+    cfg = EngineConfig(max_reconsolidation_points=6000)
+    eng = Engine(cfg)
+    key = ScopeKey("document", f"recon-{dim}")
+    rng = np.random.default_rng(1)
+    centres = unit(rng.standard_normal((clusters, dim)))
+    per = int(cfg.min_weight) + 1
+    x = np.repeat(centres, per, axis=0) + 0.3 * unit(rng.standard_normal((clusters * per, dim)))
+    x = unit(x).astype(np.float32)
+    order = rng.permutation(len(x))
+    x = x[order]
+    eng.process(x, [f"r{i}" for i in range(len(x))], np.zeros(len(x)), scopes=key)
+    eng.flush()
+    st = eng.scopes[key]
+    live = st.live_slots()
+    active = int((st.status[live] == ACTIVE).sum())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rec = reconsolidate(st, "manual")
+        times.append(time.perf_counter() - t0)
+        st.events.clear()
+    return {
+        "active_clusters_before": active,
+        "points_clustered": rec.input_points,
+        "median_seconds": round(float(np.median(times)), 3),
+        "runs": repeats,
+    }
+
+
+def main() -> None:
+    logging.disable(logging.WARNING)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--recon-clusters", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    if args.recon_clusters:
+        print(json.dumps(run_recon(args.recon_clusters, args.dim, args.repeats)))
+    else:
+        print(json.dumps(run_stream(args.items, args.dim, args.batch)))
+
+
+if __name__ == "__main__":
+    main()
