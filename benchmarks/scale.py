@@ -116,10 +116,8 @@ def run_recon(clusters: int, dim: int, repeats: int) -> dict[str, float]:
     centres = unit(rng.standard_normal((clusters, dim)))
     per = int(cfg.min_weight) + 1
     x = np.repeat(centres, per, axis=0) + 0.3 * unit(rng.standard_normal((clusters * per, dim)))
-    x = unit(x).astype(np.float32)
-    order = rng.permutation(len(x))
-    x = x[order]
-    eng.process(x, [f"r{i}" for i in range(len(x))], np.zeros(len(x)), scopes=key)
+    x32 = unit(x).astype(np.float32)[rng.permutation(len(x))]
+    eng.process(x32, [f"r{i}" for i in range(len(x32))], np.zeros(len(x32)), scopes=key)
     eng.flush()
     st = eng.scopes[key]
     live = st.live_slots()

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dev/setup.sh
 .venv/bin/ruff check .
-.venv/bin/mypy schemas processors stream state
+.venv/bin/mypy .
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -152,7 +152,9 @@ def test_deletion_leaves_no_trace(small_stream):
     x, _ = small_stream
     eng, _, _ = run(x[:200], 50)
     victim = "i150"
-    s, slot = eng.find_item(victim)
+    found = eng.find_item(victim)
+    assert found is not None
+    s, slot = found
     before = eng.cluster_result(s, slot)
     events = eng.delete(victim)
     after = eng.cluster_result(s, slot)
