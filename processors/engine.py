@@ -48,7 +48,7 @@ class BatchResult:
     reconsolidations: list[ReconsolidationRecord] = field(default_factory=list)
 
     def cluster_id(self, i: int) -> str:
-        return f"{self.scopes[i].prefix}-{int(self.cluster_no[i]):06d}"
+        return self.scopes[i].cluster_name(int(self.cluster_no[i]))
 
     def assignments(self) -> list[Assignment]:
         return [
@@ -263,6 +263,7 @@ class Engine:
         st, slot = found
         m = st.members[slot].pop(item_id)
         st.item_slot.pop(item_id, None)
+        st.moves[item_id] = -1
         st.facets[slot].add(m.facets, -1)
         if not st.members[slot]:
             lifecycle.retire(st, slot, "emptied")

@@ -121,8 +121,10 @@ def merge(scope: ScopeState, a: int, b: int, reason: str) -> int:
     scope.t_last[a] = max(scope.t_last[a], scope.t_last[b])
     moved = scope.members[b]
     scope.members[a].update(moved)
+    new_no = int(scope.cid[a])
     for item in moved:
         scope.item_slot[item] = a
+        scope.moves[item] = new_no
     scope.members[b] = {}
     scope.facets[a].absorb(scope.facets[b])
     _merge_reservoirs(scope, a, b)

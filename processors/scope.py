@@ -73,6 +73,9 @@ class ScopeState:
         self.event_seq = 0
         self.touched: set[int] = set()
         self.dirty: set[int] = set()
+        # membership changes since the last drain: item -> cluster number, -1 when it left
+        # every cluster (retired, deleted). Adapters persist memberships from this log.
+        self.moves: dict[str, int] = {}
         self.size_warned: set[int] = set()
         self.size_warnings = 0
         self.events: list[ChangeEvent] = []
@@ -133,6 +136,7 @@ class ScopeState:
     def _release(self, slot: int) -> None:
         for item in self.members[slot]:
             self.item_slot.pop(item, None)
+            self.moves[item] = -1
         self.slot_of.pop(int(self.cid[slot]), None)
         self.members[slot] = {}
         self.facets[slot] = FacetCounts()
@@ -152,7 +156,14 @@ class ScopeState:
             self.free.sort(reverse=True)
 
     def cluster_id(self, slot: int) -> str:
-        return f"{self.prefix}-{int(self.cid[slot]):06d}"
+        return self.cluster_name(int(self.cid[slot]))
+
+    def cluster_name(self, number: int) -> str:
+        return f"{self.prefix}-{number:06d}"
+
+    def drain_moves(self) -> dict[str, int]:
+        out, self.moves = self.moves, {}
+        return out
 
     def live_slots(self) -> npt.NDArray[np.int64]:
         return np.nonzero(self.cid[: self.n_used] >= 0)[0]
@@ -264,6 +275,7 @@ class ScopeState:
         mem = self.members[slot]
         mem[item] = Member(doc, t, facets)
         self.item_slot[item] = slot
+        self.moves[item] = int(self.cid[slot])
         pos = int(self.res_next[slot]) % self.cfg.reservoir_size
         self.res_vec[slot, pos] = x32
         self.res_time[slot, pos] = t
