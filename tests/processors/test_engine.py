@@ -229,8 +229,9 @@ def test_process_events_reports_bad_vectors_and_keeps_good_ones():
     from schemas.inputs import VectorEvent
 
     def ev(i: str, vec: list[float], model: str = "m") -> VectorEvent:
-        return VectorEvent(item_id=i, embedding_type="event", embedding_model=model,
-                           event_time=0.0, vector=vec)
+        return VectorEvent(
+            item_id=i, embedding_type="event", embedding_model=model, event_time=0.0, vector=vec
+        )
 
     eng = Engine(CFG)
     res, bad = eng.process_events(
@@ -259,7 +260,9 @@ def test_membership_log_replays_to_the_live_memberships(small_stream):
                 else:
                     seen[item] = st_.cluster_name(no)
     live = {
-        item: st_.cluster_id(slot) for st_ in eng.scopes.values() for item, slot in st_.item_slot.items()
+        item: st_.cluster_id(slot)
+        for st_ in eng.scopes.values()
+        for item, slot in st_.item_slot.items()
     }
     assert seen == live
     assert "i3" not in seen

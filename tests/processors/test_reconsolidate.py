@@ -44,8 +44,12 @@ def two_topic_cluster(second: np.ndarray, noise: float, merge_threshold: float, 
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     order = rng.permutation(len(x))
     cfg = EngineConfig(
-        assign_threshold=0.01, min_weight=2.0, reservoir_size=16,
-        min_reconsolidation_clusters=1, hdbscan_min_cluster_size=3, hdbscan_min_samples=2,
+        assign_threshold=0.01,
+        min_weight=2.0,
+        reservoir_size=16,
+        min_reconsolidation_clusters=1,
+        hdbscan_min_cluster_size=3,
+        hdbscan_min_samples=2,
         merge_threshold=merge_threshold,
     )
     eng = Engine(cfg)
