@@ -161,6 +161,13 @@ class ScopeState:
     def cluster_name(self, number: int) -> str:
         return f"{self.prefix}-{number:06d}"
 
+    def slot_for(self, cluster_id: str) -> int | None:
+        """The slot of a live cluster of this scope by its id; None when it is gone."""
+        head, _, number = cluster_id.rpartition("-")
+        if head != self.prefix or not number.isdigit():
+            return None
+        return self.slot_of.get(int(number))
+
     def drain_moves(self) -> dict[str, int]:
         out, self.moves = self.moves, {}
         return out

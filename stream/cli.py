@@ -7,11 +7,16 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from confluent_kafka import KafkaException
 
 from processors.scope import ScopeKey
 from schemas.inputs import EMBEDDING_TYPES
+
+if TYPE_CHECKING:
+    from stream.settings import Settings
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -71,6 +76,74 @@ def _export_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    from stream.settings import Settings
+
+    return Settings.from_env(
+        kafka_bootstrap=getattr(args, "bootstrap", None),
+        prefix=getattr(args, "prefix", None),
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from stream.replay import load_config
+    from stream.service import run_worker
+
+    s = _settings(args)
+    config = load_config(args.config or s.engine_config)
+    return run_worker(s, config, args.role)
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from state.db import migrate
+
+    applied = asyncio.run(migrate(_settings(args).postgres_dsn))
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from stream.topics import ensure_topics
+
+    created = ensure_topics(_settings(args), include_inputs=args.with_inputs)
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    return 0
+
+
+def _lag(args: argparse.Namespace) -> int:
+    from stream.ops import lag, print_lag
+
+    print_lag(lag(_settings(args)))
+    return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from stream.ops import forget_document
+
+    n = forget_document(_settings(args), args.document_id)
+    print(f"delete requested for {n} item(s) of document {args.document_id}")
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from stream.ops import produce_synthetic
+
+    n = produce_synthetic(
+        _settings(args), args.count, args.dim, args.rate, not args.vector_events, args.seed
+    )
+    print(f"produced {n} synthetic Stage 3 messages")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from stream.ops import watch
+
+    watch(_settings(args), args.seconds, args.interval)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clusterer", description=__doc__)
     p.add_argument("--log-level", default="WARNING")
@@ -94,16 +167,62 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path(__file__).resolve().parent.parent / "schemas" / "json"
     )
     s.set_defaults(func=_export_schemas)
+
+    def service_cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--bootstrap", help="Kafka bootstrap servers (CLUSTERER_KAFKA_BOOTSTRAP)")
+        c.add_argument("--prefix", help="output topic prefix (CLUSTERER_PREFIX)")
+        return c
+
+    w = service_cmd("worker", "run the streaming service (router + clustering worker)")
+    w.add_argument("--config", type=Path, help="TOML with an [engine] table")
+    w.add_argument("--role", choices=("all", "router", "cluster"), default="all")
+    w.set_defaults(func=_worker)
+    db = sub.add_parser("db", help="database administration")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    m = dbs.add_parser("migrate", help="apply pending migrations (CLUSTERER_POSTGRES_DSN)")
+    m.set_defaults(func=_db_migrate)
+    t = service_cmd("topics", "create the service's topics")
+    t.add_argument("--with-inputs", action="store_true", help="also the input topics (demo)")
+    t.set_defaults(func=_topics)
+    lg = service_cmd("lag", "per partition: committed offset, high watermark, lag")
+    lg.set_defaults(func=_lag)
+    f = service_cmd("forget", "remove every item of a document (data-protection request)")
+    f.add_argument("--document-id", required=True)
+    f.set_defaults(func=_forget)
+    pr = service_cmd("produce", "publish the built-in synthetic Stage 3 stream")
+    pr.add_argument("--count", type=int, default=10_000)
+    pr.add_argument("--dim", type=int, default=384)
+    pr.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as possible")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--vector-events", action="store_true", help="per-vector events, not documents")
+    pr.set_defaults(func=_produce)
+    wa = service_cmd("watch", "live view of the biggest clusters and the lag")
+    wa.add_argument("--seconds", type=float, default=30.0)
+    wa.add_argument("--interval", type=float, default=2.0)
+    wa.set_defaults(func=_watch)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stream.replay import ReplayInputError
+    from stream.settings import SettingsError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "batch_size", 1) < 1:
         print("clusterer: --batch-size must be at least 1", file=sys.stderr)
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (SettingsError, ReplayInputError) as exc:
+        print(f"clusterer {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, RuntimeError, KafkaException) as exc:
+        print(f"clusterer {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,13 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -21,3 +29,47 @@ def blobs(n: int, d: int, k: int, seed: int, spread: float = 0.15) -> tuple[np.n
 @pytest.fixture
 def small_stream() -> tuple[np.ndarray, np.ndarray]:
     return blobs(600, 32, 6, seed=7)
+
+
+# --------------------------------------------------------------------------- real services
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Services:
+    """The real broker, database and cache started by dev/services.sh (once per session)."""
+
+    kafka: str
+    postgres: str
+    redis: str
+    pg_port: int
+    redis_port: int
+
+
+@pytest.fixture(scope="session")
+def services() -> Services:
+    subprocess.run([str(ROOT / "dev" / "services.sh"), "up"], check=True, timeout=600)
+    kafka = os.environ.get("CLUSTERER_KAFKA_PORT", "19092")
+    pg = int(os.environ.get("CLUSTERER_PG_PORT", "15432"))
+    rd = int(os.environ.get("CLUSTERER_REDIS_PORT", "16379"))
+    dsn = f"postgresql://postgres@127.0.0.1:{pg}/clusterer"
+    import asyncio
+
+    from state.db import migrate
+
+    asyncio.run(migrate(dsn))
+    return Services(f"127.0.0.1:{kafka}", dsn, f"redis://127.0.0.1:{rd}/0", pg, rd)
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
+) -> Any:
+    """Poll a condition until it holds (returns its value) or fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,109 @@
+"""Redis cache of item -> cluster and of cluster summaries. A cache only: every write may be
+lost; when Redis is unreachable the worker keeps clustering, reports it, and rebuilds the
+cache from Postgres once Redis answers again."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+class Cache:
+    def __init__(self, url: str, prefix: str, retry_seconds: float = 2.0) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.prefix = prefix
+        self.retry_seconds = retry_seconds
+        self.degraded = False
+        self.needs_rebuild = True  # a new worker does not trust what it finds
+        self._next_try = 0.0
+
+    def items_key(self, cluster_type: str) -> str:
+        return f"{self.prefix}:items:{cluster_type}"
+
+    @property
+    def clusters_key(self) -> str:
+        return f"{self.prefix}:clusters"
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.degraded:
+            log.warning("redis unavailable, clustering continues without the cache: %s", exc)
+        self.degraded = True
+        self.needs_rebuild = True
+        self._next_try = time.monotonic() + self.retry_seconds
+
+    def available(self) -> bool:
+        """False while degraded and before the next retry is due; probes Redis when due."""
+        if not self.degraded:
+            return True
+        if time.monotonic() < self._next_try:
+            return False
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            self._fail(exc)
+            return False
+        log.warning("redis is back; rebuilding the cache from postgres")
+        self.degraded = False
+        return True
+
+    def apply(
+        self,
+        assigned: list[tuple[str, str, str]],
+        removed: list[tuple[str, str]],
+        summaries: list[tuple[str, str | None]],
+    ) -> bool:
+        """(cluster_type, item_id, cluster_id) set, (cluster_type, item_id) deleted, and
+        (cluster_id, summary JSON or None to delete). Returns False when Redis failed."""
+        if not self.available():
+            return False
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for ct, item, cid in assigned:
+                pipe.hset(self.items_key(ct), item, cid)
+            for ct, item in removed:
+                pipe.hdel(self.items_key(ct), item)
+            for cid, summary in summaries:
+                if summary is None:
+                    pipe.hdel(self.clusters_key, cid)
+                else:
+                    pipe.hset(self.clusters_key, cid, summary)
+            pipe.execute()
+            return True
+        except redis.RedisError as exc:
+            self._fail(exc)
+            return False
+
+    async def rebuild(
+        self,
+        memberships: Callable[[], object],
+        summaries: Callable[[], Awaitable[list[tuple[str, str]]]],
+    ) -> int:
+        """Replace the cache with Postgres's view. `memberships()` yields chunks of
+        (cluster_type, item_id, cluster_id). Returns the number of items written."""
+        n = 0
+        try:
+            for key in self.client.scan_iter(match=f"{self.prefix}:*"):
+                self.client.delete(key)
+            async for chunk in memberships():  # type: ignore[attr-defined]
+                pipe = self.client.pipeline(transaction=False)
+                for ct, item, cid in chunk:
+                    pipe.hset(self.items_key(ct), item, cid)
+                pipe.execute()
+                n += len(chunk)
+            rows = await summaries()
+            if rows:
+                self.client.hset(self.clusters_key, mapping=dict(rows))
+        except redis.RedisError as exc:
+            self._fail(exc)
+            return n
+        self.needs_rebuild = False
+        return n
+
+    def lookup(self, cluster_type: str, item_id: str) -> str | None:
+        value = self.client.hget(self.items_key(cluster_type), item_id)
+        return value.decode() if isinstance(value, bytes) else None

@@ -1,0 +1,321 @@
+"""PostgreSQL through asyncpg: migrations, the one-transaction batch commit, and the reads a
+restart, a cache rebuild or a data-protection request needs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from schemas.outputs import ReconsolidationRecord
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_LOCK_KEY = 0x5354_4734  # advisory lock: one migrator at a time
+
+
+def migration_files() -> list[tuple[int, str, Path]]:
+    out = []
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        out.append((int(number), name, path))
+    return out
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Apply the migrations not applied yet, each in its own transaction; returns their names.
+    Safe to run from several processes at once (advisory lock)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for version, name, path in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(f"{version:03d}_{name}")
+            log.info("applied migration %03d_%s", version, name)
+        return applied
+    finally:
+        await conn.close()
+
+
+@dataclass
+class PartitionState:
+    """What a worker needs to take over one input partition."""
+
+    checkpoint: bytes | None = None
+    checkpoint_offset: int | None = None
+    next_offset: int | None = None
+    published_offset: int | None = None
+
+
+ClusterRow = tuple[
+    str, str, str, int, float, str | None, str | None, str | None, float | None, float | None
+]
+ItemRow = tuple[str, str, str, str, str | None, float | None, float | None]
+OutboxRow = tuple[str, str, bytes | None, bytes, str]
+
+
+@dataclass
+class BatchWrite:
+    """Everything one micro-batch changed, written in one transaction with its offsets."""
+
+    group: str
+    clusters: list[ClusterRow] = field(default_factory=list)
+    items: list[ItemRow] = field(default_factory=list)
+    removed: list[tuple[str, str, str]] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    runs: list[ReconsolidationRecord] = field(default_factory=list)
+    offsets: list[tuple[str, int, int, int]] = field(default_factory=list)
+    checkpoints: list[tuple[str, int, int, bytes]] = field(default_factory=list)
+    sent_event_ids: list[str] = field(default_factory=list)
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 4) -> Store:
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        assert pool is not None
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            return True
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+
+    # ------------------------------------------------------------------ takeover
+    async def load_partition(self, group: str, topic: str, partition: int) -> PartitionState:
+        async with self.pool.acquire() as conn:
+            ck = await conn.fetchrow(
+                "SELECT next_offset, state FROM engine_checkpoints"
+                " WHERE consumer_group=$1 AND topic=$2 AND partition=$3",
+                group,
+                topic,
+                partition,
+            )
+            off = await conn.fetchrow(
+                "SELECT next_offset, published_offset FROM consumed_offsets"
+                " WHERE consumer_group=$1 AND topic=$2 AND partition=$3",
+                group,
+                topic,
+                partition,
+            )
+        st = PartitionState()
+        if ck is not None:
+            st.checkpoint, st.checkpoint_offset = bytes(ck["state"]), int(ck["next_offset"])
+        if off is not None:
+            st.next_offset = int(off["next_offset"])
+            st.published_offset = int(off["published_offset"])
+        return st
+
+    # ------------------------------------------------------------------ the batch commit
+    async def commit(self, b: BatchWrite) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if b.sent_event_ids:
+                await conn.execute(
+                    "UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[])"
+                    " AND sent_at IS NULL",
+                    b.sent_event_ids,
+                )
+            if b.clusters:
+                await self._upsert_clusters(conn, b.clusters)
+            if b.items:
+                await self._upsert_items(conn, b.items)
+            if b.removed:
+                ct, it, ii = (list(c) for c in zip(*b.removed, strict=True))
+                await conn.execute(
+                    "DELETE FROM cluster_items c USING unnest($1::text[], $2::text[], $3::text[])"
+                    " AS r(cluster_type, item_type, item_id) WHERE c.cluster_type = r.cluster_type"
+                    " AND c.item_type = r.item_type AND c.item_id = r.item_id",
+                    ct,
+                    it,
+                    ii,
+                )
+            if b.outbox:
+                await conn.executemany(
+                    "INSERT INTO outbox (event_id, topic, key, payload, headers)"
+                    " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (event_id) DO NOTHING",
+                    b.outbox,
+                )
+            for run in b.runs:
+                await self._insert_run(conn, run)
+            if b.offsets:
+                await conn.executemany(
+                    "INSERT INTO consumed_offsets AS o (consumer_group, topic, partition,"
+                    " next_offset, published_offset) VALUES ($1, $2, $3, $4, $5)"
+                    " ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET"
+                    " next_offset = EXCLUDED.next_offset,"
+                    " published_offset = GREATEST(o.published_offset, EXCLUDED.published_offset),"
+                    " updated_at = now()",
+                    [(b.group, t, p, n, pub) for t, p, n, pub in b.offsets],
+                )
+            if b.checkpoints:
+                await conn.executemany(
+                    "INSERT INTO engine_checkpoints (consumer_group, topic, partition, next_offset,"
+                    " state) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer_group, topic,"
+                    " partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,"
+                    " state = EXCLUDED.state, created_at = now()",
+                    [(b.group, t, p, n, s) for t, p, n, s in b.checkpoints],
+                )
+
+    async def _upsert_clusters(self, conn: Any, rows: list[ClusterRow]) -> None:
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS tmp_clusters (LIKE clusters INCLUDING DEFAULTS)"
+            " ON COMMIT DELETE ROWS"
+        )
+        cols = [
+            "id",
+            "cluster_type",
+            "status",
+            "size",
+            "weight",
+            "label",
+            "medoid_item_id",
+            "summary",
+            "first_event_time",
+            "last_event_time",
+        ]
+        await conn.copy_records_to_table("tmp_clusters", records=rows, columns=cols)
+        await conn.execute(
+            "INSERT INTO clusters AS c (id, cluster_type, status, size, weight, label,"
+            " medoid_item_id, summary, first_event_time, last_event_time)"
+            " SELECT id, cluster_type, status, size, weight, label, medoid_item_id, summary,"
+            " first_event_time, last_event_time FROM tmp_clusters"
+            " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, size = EXCLUDED.size,"
+            " weight = EXCLUDED.weight, label = COALESCE(EXCLUDED.label, c.label),"
+            " medoid_item_id = COALESCE(EXCLUDED.medoid_item_id, c.medoid_item_id),"
+            " summary = COALESCE(EXCLUDED.summary, c.summary),"
+            " first_event_time = EXCLUDED.first_event_time,"
+            " last_event_time = EXCLUDED.last_event_time, updated_at = now()"
+        )
+
+    async def _upsert_items(self, conn: Any, rows: list[ItemRow]) -> None:
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS tmp_items (cluster_id text, cluster_type text,"
+            " item_type text, item_id text, document_id text, similarity double precision,"
+            " event_time double precision) ON COMMIT DELETE ROWS"
+        )
+        await conn.copy_records_to_table("tmp_items", records=rows)
+        await conn.execute(
+            "INSERT INTO cluster_items AS c (cluster_id, cluster_type, item_type, item_id,"
+            " document_id, similarity, event_time) SELECT cluster_id, cluster_type, item_type,"
+            " item_id, document_id, similarity, event_time FROM tmp_items"
+            " ON CONFLICT (cluster_type, item_type, item_id) DO UPDATE SET"
+            " cluster_id = EXCLUDED.cluster_id, document_id = EXCLUDED.document_id,"
+            " similarity = COALESCE(EXCLUDED.similarity, c.similarity),"
+            " event_time = EXCLUDED.event_time"
+        )
+
+    async def _insert_run(self, conn: Any, run: ReconsolidationRecord) -> None:
+        run_id = await conn.fetchval(
+            "INSERT INTO reconsolidation_runs (cluster_type, sequence, trigger, event_time,"
+            " parameters, input_clusters, input_points, clusters_found, outliers, skipped,"
+            " transitions) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11::jsonb)"
+            " ON CONFLICT (cluster_type, sequence, trigger) DO NOTHING RETURNING id",
+            run.scope,
+            run.sequence,
+            run.trigger,
+            run.event_time,
+            json.dumps(run.parameters),
+            run.input_clusters,
+            run.input_points,
+            run.clusters_found,
+            run.outliers,
+            run.skipped,
+            json.dumps(run.transitions),
+        )
+        if run_id is None or not run.groups:
+            return
+        await conn.executemany(
+            "INSERT INTO reconsolidation_clusters (run_id, label, size, medoid_item_id,"
+            " medoid_item_ref, mean_similarity, cluster_ids) VALUES ($1, $2, $3, $4,"
+            " (SELECT id FROM cluster_items WHERE cluster_type = $7 AND item_id = $4 LIMIT 1),"
+            " $5, $6)",
+            [
+                (
+                    run_id,
+                    g.label,
+                    g.size,
+                    g.medoid_id,
+                    g.mean_intra_similarity,
+                    g.cluster_ids,
+                    run.scope,
+                )
+                for g in run.groups
+            ],
+        )
+
+    # ------------------------------------------------------------------ outbox relay
+    async def unsent(self, limit: int = 10_000) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                "SELECT event_id, topic, key, payload, headers FROM outbox"
+                " WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
+                limit,
+            )
+            return rows
+
+    async def mark_sent(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[])",
+                list(event_ids),
+            )
+
+    # ------------------------------------------------------------------ reads
+    async def items_of_document(self, document_id: str) -> list[tuple[str, str, str]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT cluster_type, item_type, item_id FROM cluster_items"
+                " WHERE document_id = $1 ORDER BY cluster_type, item_id",
+                document_id,
+            )
+        return [(r["cluster_type"], r["item_type"], r["item_id"]) for r in rows]
+
+    async def memberships(self, chunk: int = 50_000) -> AsyncIterator[list[tuple[str, str, str]]]:
+        """(cluster_type, item_id, cluster_id) in chunks, for rebuilding the cache."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            cur = conn.cursor("SELECT cluster_type, item_id, cluster_id FROM cluster_items")
+            buf: list[tuple[str, str, str]] = []
+            async for r in cur:
+                buf.append((r["cluster_type"], r["item_id"], r["cluster_id"]))
+                if len(buf) >= chunk:
+                    yield buf
+                    buf = []
+            if buf:
+                yield buf
+
+    async def live_cluster_summaries(self) -> list[tuple[str, str]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, summary::text AS s FROM clusters"
+                " WHERE status IN ('candidate', 'active') AND summary IS NOT NULL"
+            )
+        return [(r["id"], r["s"]) for r in rows]

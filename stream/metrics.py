@@ -1,0 +1,76 @@
+"""Prometheus metrics of the service. Labels are bounded sets (topic, partition, scope,
+reason, kind); cluster and item ids never become label values."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+consumed = Counter(
+    "clusterer_events_consumed_total", "Input messages read", ["stage"], registry=REGISTRY
+)
+produced = Counter(
+    "clusterer_events_produced_total", "Messages published", ["topic"], registry=REGISTRY
+)
+dead_lettered = Counter(
+    "clusterer_events_dead_lettered_total",
+    "Messages sent to the DLQ",
+    ["reason"],
+    registry=REGISTRY,
+)
+assigned = Counter("clusterer_items_assigned_total", "Items clustered", registry=REGISTRY)
+changes = Counter(
+    "clusterer_cluster_changes_total", "Cluster-change events", ["kind"], registry=REGISTRY
+)
+batch_seconds = Histogram(
+    "clusterer_batch_seconds",
+    "Processing time of one micro-batch, by step",
+    ["step"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+event_time_lag = Gauge(
+    "clusterer_event_time_lag_seconds",
+    "Wall clock minus the newest event time processed",
+    registry=REGISTRY,
+)
+consumer_lag = Gauge(
+    "clusterer_consumer_lag",
+    "High watermark minus position",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+active_clusters = Gauge(
+    "clusterer_active_clusters", "Active clusters per scope", ["scope"], registry=REGISTRY
+)
+candidate_clusters = Gauge(
+    "clusterer_candidate_clusters", "Candidate clusters per scope", ["scope"], registry=REGISTRY
+)
+reconsolidation_seconds = Histogram(
+    "clusterer_reconsolidation_seconds",
+    "Duration of HDBSCAN reconsolidation runs",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+    registry=REGISTRY,
+)
+rebalances = Counter(
+    "clusterer_rebalances_total",
+    "Partition assignments and revocations",
+    ["kind"],
+    registry=REGISTRY,
+)
+redis_degraded = Gauge(
+    "clusterer_redis_degraded",
+    "1 while Redis is unreachable and the cache is stale",
+    registry=REGISTRY,
+)
+size_warnings = Counter(
+    "clusterer_cluster_size_warnings_total",
+    "Clusters that passed the size warning",
+    registry=REGISTRY,
+)
+postgres_retries = Counter(
+    "clusterer_postgres_retries_total",
+    "Batch commits retried after a database error",
+    registry=REGISTRY,
+)

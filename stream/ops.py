@@ -1,0 +1,163 @@
+"""Operator commands: consumer lag, data-protection deletes, the synthetic producer and the
+live terminal view."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from state.db import Store
+from stream import records, synthetic
+from stream.settings import Settings
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    high_watermark: int
+    lag: int
+
+
+def lag(s: Settings, timeout: float = 10.0) -> list[PartitionLag]:
+    """Committed offset, high watermark and lag of the router group on the input topics and
+    of the clustering group on the by-scope topic."""
+    out: list[PartitionLag] = []
+    for group, topics in ((s.router_group, s.input_topics), (s.group_id, (s.by_scope_topic,))):
+        c = Consumer(
+            {"bootstrap.servers": s.kafka_bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+        try:
+            md = c.list_topics(timeout=timeout)
+            tps = [
+                TopicPartition(t, p)
+                for t in topics
+                if t in md.topics
+                for p in sorted(md.topics[t].partitions)
+            ]
+            committed = c.committed(tps, timeout=timeout) if tps else []
+            for tp in committed:
+                lo, hi = c.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=timeout
+                )
+                off = tp.offset if tp.offset >= 0 else None
+                out.append(
+                    PartitionLag(
+                        group,
+                        tp.topic,
+                        tp.partition,
+                        off,
+                        hi,
+                        hi - (off if off is not None else lo),
+                    )
+                )
+        finally:
+            c.close()
+    return out
+
+
+def print_lag(rows: list[PartitionLag], fh: TextIO = sys.stdout) -> None:
+    fh.write(f"{'group':<34} {'topic':<28} {'part':>4} {'committed':>10} {'high':>10} {'lag':>8}\n")
+    for r in rows:
+        com = "-" if r.committed is None else str(r.committed)
+        row = f"{r.group:<34} {r.topic:<28} {r.partition:>4} {com:>10}"
+        fh.write(f"{row} {r.high_watermark:>10} {r.lag:>8}\n")
+
+
+def forget_document(s: Settings, document_id: str) -> int:
+    """Delete every item of a document: a delete record to every by-scope partition per item
+    (the worker owning the item's scope removes it and writes the removal). Returns the count
+    of items found in Postgres."""
+
+    async def find() -> list[tuple[str, str, str]]:
+        store = await Store.connect(s.postgres_dsn, 1, 1)
+        try:
+            return await store.items_of_document(document_id)
+        finally:
+            await store.close()
+
+    items = sorted({item for _, _, item in asyncio.run(find())})
+    if not items:
+        return 0
+    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True})
+    md = p.list_topics(s.by_scope_topic, timeout=10)
+    n_part = len(md.topics[s.by_scope_topic].partitions)
+    for item in items:
+        for part in range(n_part):
+            p.produce(
+                s.by_scope_topic, records.encode_delete(item), key=item.encode(), partition=part
+            )
+    if p.flush(30):
+        raise RuntimeError("delete records not delivered")
+    return len(items)
+
+
+def produce_synthetic(
+    s: Settings,
+    count: int,
+    dim: int,
+    rate: float = 0.0,
+    documents: bool = True,
+    seed: int = 0,
+    topic: str | None = None,
+) -> int:
+    """Publish the synthetic Stage 3 stream; `rate` events/s (0: as fast as possible)."""
+    p = Producer(
+        {"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
+    target = topic or s.input_topics[0]
+    t0 = time.monotonic()
+    for i, item in enumerate(synthetic.stories(count, dim, seed=seed)):
+        value = synthetic.embedded_document(item) if documents else synthetic.vector_event(item)
+        while True:
+            try:
+                p.produce(target, value, key=item.document_id.encode())
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+        if rate > 0:
+            ahead = (i + 1) / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    if p.flush(60):
+        raise RuntimeError("synthetic messages not delivered")
+    return count
+
+
+def watch(s: Settings, seconds: float, interval: float = 2.0, fh: TextIO = sys.stdout) -> None:
+    """Live view: biggest active clusters with their labels, and the lag table."""
+
+    async def top() -> list[tuple[str, str, int, str]]:
+        store = await Store.connect(s.postgres_dsn, 1, 1)
+        try:
+            async with store.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT id, cluster_type, size, coalesce(label, '') AS label FROM clusters"
+                    " WHERE status = 'active' ORDER BY size DESC, id LIMIT 12"
+                )
+            return [(r["id"], r["cluster_type"], r["size"], r["label"]) for r in rows]
+        finally:
+            await store.close()
+
+    end = time.monotonic() + seconds
+    while True:
+        clusters = asyncio.run(top())
+        if fh.isatty():
+            fh.write("\x1b[2J\x1b[H")
+        fh.write(f"== active clusters (top {len(clusters)}) ==\n")
+        for cid, scope, size, label in clusters:
+            fh.write(f"{size:>6}  {cid:<34} {scope:<28} {label}\n")
+        fh.write("== lag ==\n")
+        print_lag(lag(s), fh)
+        fh.flush()
+        if time.monotonic() >= end:
+            return
+        time.sleep(interval)

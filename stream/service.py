@@ -1,0 +1,110 @@
+"""`clusterer worker`: wires settings, Postgres, Redis, Kafka, the router and the clustering
+worker into one loop, with HTTP health/metrics and a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Literal
+
+from processors.config import EngineConfig
+from state.cache import Cache
+from state.db import Store, migrate
+from stream.http import Health, serve
+from stream.router import Router
+from stream.settings import Settings
+from stream.topics import ensure_topics
+from stream.worker import Worker
+
+log = logging.getLogger(__name__)
+Role = Literal["all", "router", "cluster"]
+
+
+class Service:
+    def __init__(
+        self, s: Settings, engine_cfg: EngineConfig, role: Role = "all", serve_http: bool = True
+    ) -> None:
+        self.s = s
+        self.engine_cfg = engine_cfg
+        self.role = role
+        self.serve_http = serve_http
+        self.stop = threading.Event()
+        self.health = Health()
+        self.loop = asyncio.new_event_loop()
+        self.router: Router | None = None
+        self.worker: Worker | None = None
+        self.store: Store | None = None
+
+    def start(self) -> None:
+        if self.s.migrate_on_start:
+            applied = self.loop.run_until_complete(migrate(self.s.postgres_dsn))
+            if applied:
+                log.info("migrations applied: %s", ", ".join(applied))
+        ensure_topics(self.s)
+        if self.serve_http:
+            serve(self.health, self.s.http_port)
+        if self.role in ("all", "router"):
+            self.router = Router(self.s, self.engine_cfg)
+        if self.role in ("all", "cluster"):
+            self.store = self.loop.run_until_complete(Store.connect(self.s.postgres_dsn))
+            cache = Cache(self.s.redis_url, self.s.prefix)
+            self.worker = Worker(self.s, self.engine_cfg, self.store, cache, self.loop, self.health)
+            self.worker.relay_outbox()
+            self.health.ready_check = self.worker.ready
+        else:
+            self.health.ready_check = lambda: (True, {"role": self.role})
+
+    def run(self) -> None:
+        """Until stop is set: one router batch, one clustering batch, repeat."""
+        while not self.stop.is_set():
+            self.health.beat()
+            if self.router is not None:
+                self.router.poll()
+            if self.worker is not None:
+                self.worker.poll()
+
+    def close(self) -> None:
+        """Leave the groups (a prompt rebalance for the others) and flush what is pending."""
+        t0 = time.monotonic()
+        if self.router is not None:
+            self.router.close()
+        if self.worker is not None:
+            self.worker.close()
+        if self.store is not None:
+            self.loop.run_until_complete(self.store.close())
+        self.loop.close()
+        log.info("worker stopped in %.1fs", time.monotonic() - t0)
+
+    def install_signals(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: finishing the current batch", signum)
+            self.stop.set()
+            # a second signal, or a stop that takes too long, ends the process the hard way
+            timer = threading.Timer(self.s.shutdown_seconds, lambda: _hard_exit())
+            timer.daemon = True
+            timer.start()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _hard_exit() -> None:
+    import os
+
+    log.error("shutdown took too long; exiting")
+    os._exit(3)
+
+
+def run_worker(s: Settings, engine_cfg: EngineConfig, role: Role = "all") -> int:
+    svc = Service(s, engine_cfg, role)
+    svc.install_signals()
+    svc.start()
+    try:
+        svc.run()
+    finally:
+        svc.close()
+    return 0

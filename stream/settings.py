@@ -1,0 +1,101 @@
+"""Service settings from environment variables (all documented in the README, with these
+defaults). Secrets such as database passwords travel in the DSN variables, never in the repo."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    input_topics: tuple[str, ...] = ("stage3.embeddings",)
+    prefix: str = "stage4"
+    group_id: str = "stage4-clusterer"
+    partitions: int = 6
+    replication: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:15432/clusterer"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    http_port: int = 8080
+    batch_max: int = 2000
+    batch_timeout_ms: int = 50
+    checkpoint_items: int = 50_000
+    migrate_on_start: bool = True
+    engine_config: Path | None = None
+    shutdown_seconds: float = 20.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # topic names ------------------------------------------------------------------
+    @property
+    def by_scope_topic(self) -> str:
+        return f"{self.prefix}.by-scope"
+
+    @property
+    def assignments_topic(self) -> str:
+        return f"{self.prefix}.assignments"
+
+    @property
+    def changes_topic(self) -> str:
+        return f"{self.prefix}.cluster-changes"
+
+    @property
+    def clusters_topic(self) -> str:
+        return f"{self.prefix}.clusters"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def router_group(self) -> str:
+        return f"{self.group_id}.router"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """CLUSTERER_<FIELD> for every field (upper case); overrides win over the environment."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = os.environ.get(f"CLUSTERER_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, raw, f.default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        for name in ("partitions", "replication", "batch_max", "checkpoint_items"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"CLUSTERER_{name.upper()} must be at least 1")
+        if not self.input_topics:
+            raise SettingsError("CLUSTERER_INPUT_TOPICS must name at least one topic")
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if name == "input_topics":
+            return tuple(t.strip() for t in raw.split(",") if t.strip())
+        if name == "engine_config":
+            return Path(raw) if raw else None
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"CLUSTERER_{name.upper()}={raw!r} is not valid") from exc

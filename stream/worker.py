@@ -1,0 +1,574 @@
+"""Stage two of the worker: cluster the by-scope topic with the reliability protocol of
+DESIGN.md.
+
+Per micro-batch: run the engine of each partition; write memberships, cluster rows, the
+outbox (change events, worker-side dead letters), reconsolidation runs and the next offset in
+ONE Postgres transaction; after commit publish assignments, the outbox and cluster snapshots
+with an idempotent producer, refresh Redis, commit offsets to Kafka for lag tools.
+
+Restart and rebalance: a partition's engine is rebuilt from its last checkpoint in Postgres
+and the partition is replayed from the checkpoint's offset. The engine is deterministic, so
+the replay reproduces exactly the state Postgres holds at its stored offset; records below
+that offset are not written again, and records below the published offset are not published
+again. Checkpoints every `checkpoint_items` items bound the replay, hence the rebalance time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import pickle
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from processors.config import EngineConfig
+from processors.engine import BatchResult, Engine
+from processors.representatives import document_frequency
+from processors.scope import ACTIVE, ScopeKey, ScopeState
+from schemas.validation import InputError
+from state.cache import Cache
+from state.db import BatchWrite, ClusterRow, ItemRow, PartitionState, Store
+from stream import metrics, records
+from stream.http import Health
+from stream.router import dlq_headers
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+_DLQ_NS = uuid.UUID("7a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+Header = list[tuple[str, str | bytes | None]]
+Out = tuple[str, bytes | None, bytes | None, Header | None]
+
+
+@dataclass
+class PartitionRun:
+    engine: Engine
+    replay_until: int  # records below: their effects are already in Postgres
+    published: int  # records below: their outputs are already published
+    since_checkpoint: int = 0
+
+
+@dataclass
+class Pending:
+    """What one committed batch still has to do after the commit."""
+
+    out: list[Out] = field(default_factory=list)
+    outbox_ids: list[str] = field(default_factory=list)
+    cache_set: list[tuple[str, str, str]] = field(default_factory=list)
+    cache_del: list[tuple[str, str]] = field(default_factory=list)
+    cache_summaries: list[tuple[str, str | None]] = field(default_factory=list)
+    next_offsets: dict[int, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(
+        self,
+        s: Settings,
+        engine_cfg: EngineConfig,
+        store: Store,
+        cache: Cache,
+        loop: asyncio.AbstractEventLoop,
+        health: Health | None = None,
+    ) -> None:
+        self.s = s
+        self.cfg = engine_cfg
+        self.store = store
+        self.cache = cache
+        self.loop = loop
+        self.health = health or Health()
+        self.topic = s.by_scope_topic
+        self.runs: dict[int, PartitionRun] = {}
+        self.sent_ids: list[str] = []  # published outbox rows, marked sent in the next commit
+        self.postgres_ok = True
+        self.newest_event_time = -np.inf
+        self._lag_at = 0.0
+        self._warned: dict[str, int] = {}
+        self._settled: dict[int, int] = {}  # published offset last written per partition
+        common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
+        self.consumer = Consumer(
+            {
+                **common,
+                "group.id": s.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "max.poll.interval.ms": 300_000,
+            }
+        )
+        self.producer = Producer(
+            {
+                **common,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "partitioner": "murmur2_random",
+            }
+        )
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def run_sync(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    # ------------------------------------------------------------------ rebalance
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        metrics.rebalances.labels("assigned").inc()
+        for tp in partitions:
+            st: PartitionState = self._retry_db(
+                functools.partial(
+                    self.store.load_partition, self.s.group_id, tp.topic, tp.partition
+                )
+            )
+            engine = pickle.loads(st.checkpoint) if st.checkpoint else Engine(self.cfg)
+            start = st.checkpoint_offset if st.checkpoint_offset is not None else 0
+            stored = st.next_offset if st.next_offset is not None else start
+            published = st.published_offset if st.published_offset is not None else start
+            self.runs[tp.partition] = PartitionRun(engine, stored, published)
+            tp.offset = start
+            log.info(
+                "partition %d: checkpoint at %d, stored offset %d, published %d",
+                tp.partition,
+                start,
+                stored,
+                published,
+            )
+        consumer.assign(partitions)
+        self.relay_outbox()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        metrics.rebalances.labels("revoked").inc()
+        for tp in partitions:
+            self.runs.pop(tp.partition, None)
+        consumer.unassign()
+
+    # ------------------------------------------------------------------ the loop body
+    def poll(self) -> int:
+        msgs = self.consumer.consume(self.s.batch_max, self.s.batch_timeout_ms / 1000)
+        self.health.beat()
+        good: dict[int, list[Message]] = {}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            good.setdefault(int(m.partition() or 0), []).append(m)
+        if self.cache.needs_rebuild and self.cache.available():
+            self._rebuild_cache()
+        if not good:
+            self._settle()
+            self._gauges()
+            return 0
+        t0 = time.perf_counter()
+        write = BatchWrite(self.s.group_id, sent_event_ids=self.sent_ids)
+        pending = Pending()
+        n = 0
+        for p, ms in good.items():
+            run = self.runs.get(p)
+            if run is None:  # revoked inside this consume call
+                continue
+            self._process_partition(p, run, ms, write, pending)
+            n += len(ms)
+        t1 = time.perf_counter()
+        metrics.batch_seconds.labels("engine").observe(t1 - t0)
+        self._retry_db(lambda: self.store.commit(write))
+        t2 = time.perf_counter()
+        metrics.batch_seconds.labels("postgres").observe(t2 - t1)
+        self.sent_ids = []
+        self._publish(pending)
+        t3 = time.perf_counter()
+        metrics.batch_seconds.labels("produce").observe(t3 - t2)
+        for p, nxt in pending.next_offsets.items():
+            run = self.runs.get(p)
+            if run is not None:
+                run.published = max(run.published, nxt)
+        if pending.next_offsets:
+            # positions, not last offset + 1: they step over transaction markers, so lag
+            # tools read 0 when everything is processed
+            tps = [TopicPartition(self.topic, p) for p in pending.next_offsets]
+            done = [tp for tp in self.consumer.position(tps) if tp.offset >= 0]
+            if done:
+                self.consumer.commit(offsets=done, asynchronous=True)
+        if self.cache.apply(pending.cache_set, pending.cache_del, pending.cache_summaries):
+            metrics.redis_degraded.set(0)
+        else:
+            metrics.redis_degraded.set(1)
+        metrics.batch_seconds.labels("total").observe(time.perf_counter() - t0)
+        metrics.consumed.labels("worker").inc(n)
+        self._gauges()
+        return n
+
+    def _process_partition(
+        self, p: int, run: PartitionRun, ms: list[Message], write: BatchWrite, pending: Pending
+    ) -> None:
+        old = [m for m in ms if int(m.offset() or 0) < run.replay_until]
+        new = [m for m in ms if int(m.offset() or 0) >= run.replay_until]
+        if old:  # effects already in Postgres; outputs maybe not published yet
+            res = self._run_engine(run, old, None, pending)
+            self._outputs(run, res, None, pending)
+            for st in run.engine.scopes.values():
+                st.drain_moves()
+        if new:
+            res = self._run_engine(run, new, write, pending)
+            self._outputs(run, res, write, pending)
+            self._rows(run, res, write, pending)
+            nxt = int(new[-1].offset() or 0) + 1
+            run.replay_until = nxt
+            run.since_checkpoint += len(new)
+            write.offsets.append((self.topic, p, nxt, run.published))
+            if run.since_checkpoint >= self.s.checkpoint_items:
+                write.checkpoints.append((self.topic, p, nxt, pickle.dumps(run.engine, 5)))
+                run.since_checkpoint = 0
+        pending.next_offsets[p] = int(ms[-1].offset() or 0) + 1
+
+    def _run_engine(
+        self, run: PartitionRun, ms: list[Message], write: BatchWrite | None, pending: Pending
+    ) -> list[tuple[BatchResult, list[Message]]]:
+        """Engine over the records in order; deletions cut the batch where they stand. Bad
+        records (undecodable, wrong dimension for their scope) become dead letters."""
+        eng = run.engine
+        out: list[tuple[BatchResult, list[Message]]] = []
+        seg: list[tuple[records.Routed, Message]] = []
+        dims = {k: st.dim for k, st in eng.scopes.items()}
+
+        def flush() -> None:
+            if not seg:
+                return
+            res = eng.process(
+                np.vstack([r.vector for r, _ in seg]),
+                [r.item_id for r, _ in seg],
+                np.asarray([r.event_time for r, _ in seg]),
+                [r.document_id for r, _ in seg],
+                [r.metadata for r, _ in seg],
+                [eng.scope_key(r.embedding_type, r.embedding_model, r.metadata) for r, _ in seg],
+            )
+            out.append((res, [m for _, m in seg]))
+            seg.clear()
+
+        for m in ms:
+            try:
+                rec = records.decode(m.value() or b"")
+            except (ValueError, KeyError, TypeError) as exc:
+                err = InputError("schema_violation", f"bad by-scope record: {exc}")
+                self._dead(m, err, write, pending)
+                continue
+            if isinstance(rec, records.Delete):
+                flush()
+                changes = eng.delete(rec.item_id)
+                out.append((BatchResult(changes=changes), []))
+                continue
+            key = eng.scope_key(rec.embedding_type, rec.embedding_model, rec.metadata)
+            dim = dims.setdefault(key, rec.vector.shape[0])
+            if rec.vector.shape[0] != dim:
+                got = rec.vector.shape[0]
+                err = InputError(
+                    "dimension_mismatch", f"scope {key.name} uses {dim} dimensions, got {got}"
+                )
+                self._dead(m, err, write, pending)
+                continue
+            if seg and seg[0][0].vector.shape[0] != dim:
+                flush()  # one matrix per engine call: scopes of another dimension wait
+            seg.append((rec, m))
+        flush()
+        return out
+
+    def _dead(
+        self, m: Message, err: InputError, write: BatchWrite | None, pending: Pending
+    ) -> None:
+        """Worker-side dead letters (e.g. a dimension the scope does not use) go through the
+        outbox: they are decided by the engine state, so they commit with it."""
+        if write is None:
+            return
+        metrics.dead_lettered.labels(err.reason).inc()
+        eid = str(uuid.uuid5(_DLQ_NS, f"{m.topic()}|{m.partition()}|{m.offset()}"))
+        headers = dlq_headers(m, err)
+        value = m.value() or b""
+        write.outbox.append((eid, self.s.dlq_topic, m.key(), value, json.dumps(headers)))
+        pending.outbox_ids.append(eid)
+        pending.out.append((self.s.dlq_topic, m.key(), value, headers))
+
+    # ------------------------------------------------------------------ outputs
+    def _outputs(
+        self,
+        run: PartitionRun,
+        results: list[tuple[BatchResult, list[Message]]],
+        write: BatchWrite | None,
+        pending: Pending,
+    ) -> None:
+        eng = run.engine
+        by_name = {st.name: st for st in eng.scopes.values()}
+        for res, msgs in results:
+            for i, a in enumerate(res.assignments()):
+                if int(msgs[i].offset() or 0) >= run.published:
+                    pending.out.append(
+                        (
+                            self.s.assignments_topic,
+                            a.item_id.encode(),
+                            a.model_dump_json().encode(),
+                            None,
+                        )
+                    )
+                if a.event_time > self.newest_event_time:
+                    self.newest_event_time = a.event_time
+            metrics.assigned.inc(len(res.item_ids))
+            if write is None:
+                continue
+            snap: dict[str, ScopeState] = {}
+            gone: set[str] = set()
+            for ev in res.changes:
+                metrics.changes.labels(ev.kind).inc()
+                payload = ev.model_dump_json().encode()
+                write.outbox.append(
+                    (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
+                )
+                pending.outbox_ids.append(ev.event_id)
+                pending.out.append((self.s.changes_topic, ev.cluster_id.encode(), payload, None))
+                st = by_name[ev.scope]
+                if ev.kind == "retired":
+                    gone.add(ev.cluster_id)
+                else:
+                    snap[ev.cluster_id] = st
+                if ev.kind == "merged":
+                    gone.update(ev.related_ids)
+                if ev.kind == "split":
+                    snap.update({r: st for r in ev.related_ids})
+            for cid in gone:
+                snap.pop(cid, None)
+                pending.out.append((self.s.clusters_topic, cid.encode(), None, None))
+                pending.cache_summaries.append((cid, None))
+            dfs: dict[str, dict[str, int]] = {}
+            for cid, st in sorted(snap.items()):
+                slot = st.slot_for(cid)
+                if slot is None:
+                    continue
+                if st.status[slot] != ACTIVE:
+                    continue
+                df = dfs.setdefault(st.name, document_frequency(st))
+                result = eng.cluster_result(st, slot, df, len(st.slot_of))
+                pending.out.append(
+                    (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
+                )
+                pending.cache_summaries.append((cid, _summary(result.model_dump())))
+
+    def _rows(
+        self,
+        run: PartitionRun,
+        results: list[tuple[BatchResult, list[Message]]],
+        write: BatchWrite,
+        pending: Pending,
+    ) -> None:
+        eng = run.engine
+        sims: dict[str, float] = {}
+        for res, _ in results:
+            for i, item in enumerate(res.item_ids):
+                sims[item] = float(res.similarity[i])
+            write.runs.extend(res.reconsolidations)
+        merged_away: set[str] = set()
+        evented: dict[str, set[str]] = {}
+        for res, _ in results:
+            for ev in res.changes:
+                evented.setdefault(ev.scope, set()).add(ev.cluster_id)
+                if ev.kind == "merged":
+                    merged_away.update(ev.related_ids)
+                    evented[ev.scope].update(ev.related_ids)
+                if ev.kind == "split":
+                    evented[ev.scope].update(ev.related_ids)
+        summaries = dict(pending.cache_summaries)
+        for st in eng.scopes.values():
+            moves = st.drain_moves()
+            touched: set[str] = set(evented.get(st.name, ()))
+            etype = st.key.embedding_type
+            for item, no in moves.items():
+                if no < 0:
+                    write.removed.append((st.name, etype, item))
+                    pending.cache_del.append((st.name, item))
+                    continue
+                cid = st.cluster_name(no)
+                slot = st.slot_of[no]
+                m = st.members[slot][item]
+                row: ItemRow = (
+                    cid,
+                    st.name,
+                    etype,
+                    item,
+                    m.document_id,
+                    sims.get(item),
+                    m.event_time,
+                )
+                write.items.append(row)
+                pending.cache_set.append((st.name, item, cid))
+                touched.add(cid)
+            for cid in sorted(touched):
+                write.clusters.append(self._cluster_row(st, cid, cid in merged_away, summaries))
+            new_warn = st.size_warnings - self._warned.get(st.name, 0)
+            if new_warn > 0:
+                metrics.size_warnings.inc(new_warn)
+                self._warned[st.name] = st.size_warnings
+
+    @staticmethod
+    def _cluster_row(
+        st: ScopeState, cid: str, merged: bool, summaries: dict[str, str | None]
+    ) -> ClusterRow:
+        slot = st.slot_for(cid)
+        if slot is None:
+            status = "merged" if merged else "retired"
+            return (cid, st.name, status, 0, 0.0, None, None, None, None, None)
+        summary = summaries.get(cid)
+        label = medoid = None
+        if summary is not None:
+            obj = json.loads(summary)
+            label, medoid = obj.get("label"), obj.get("medoid_id")
+        return (
+            cid,
+            st.name,
+            "active" if st.status[slot] == ACTIVE else "candidate",
+            len(st.members[slot]),
+            float(st.w[slot]),
+            label,
+            medoid,
+            summary,
+            float(st.t_first[slot]),
+            float(st.t_last[slot]),
+        )
+
+    def _publish(self, pending: Pending) -> None:
+        for topic, key, value, headers in pending.out:
+            while True:
+                try:
+                    self.producer.produce(topic, value, key=key, headers=headers)
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+            metrics.produced.labels(topic).inc()
+        left = self.producer.flush(60)
+        if left:
+            raise RuntimeError(f"{left} messages not delivered; restarting from Postgres")
+        self.sent_ids.extend(pending.outbox_ids)
+
+    def _settle(self) -> None:
+        """When the input pauses, record what the last batch published (otherwise that
+        waits for the next batch's commit), so a restart republishes nothing."""
+        stale = [
+            (self.topic, p, run.replay_until, run.published)
+            for p, run in self.runs.items()
+            if run.published > self._settled.get(p, -1)
+        ]
+        if not stale and not self.sent_ids:
+            return
+        write = BatchWrite(self.s.group_id, offsets=stale, sent_event_ids=self.sent_ids)
+        self._retry_db(lambda: self.store.commit(write))
+        self.sent_ids = []
+        for _, p, _, pub in stale:
+            self._settled[p] = pub
+
+    # ------------------------------------------------------------------ outbox relay
+    def relay_outbox(self) -> int:
+        """Publish rows committed but not marked sent (a crash between commit and publish)."""
+        rows = self._retry_db(lambda: self.store.unsent())
+        if not rows:
+            return 0
+        for r in rows:
+            headers: Header = [(k, v) for k, v in json.loads(r["headers"])]
+            self.producer.produce(
+                r["topic"], bytes(r["payload"]), key=r["key"], headers=headers or None
+            )
+        if self.producer.flush(60):
+            raise RuntimeError("outbox relay: messages not delivered")
+        ids = [r["event_id"] for r in rows]
+        self._retry_db(lambda: self.store.mark_sent(ids))
+        log.info("relayed %d unsent outbox rows", len(rows))
+        return len(rows)
+
+    # ------------------------------------------------------------------ helpers
+    def _retry_db(self, make: Callable[[], Any], limit_seconds: float = 600.0) -> Any:
+        """Run one database call, retrying with backoff while Postgres is unreachable."""
+        delay, deadline = 0.2, time.monotonic() + limit_seconds
+        while True:
+            try:
+                out = self.run_sync(make())
+                if not self.postgres_ok:
+                    log.warning("postgres is reachable again")
+                self.postgres_ok = True
+                return out
+            except _DB_ERRORS as exc:
+                self.postgres_ok = False
+                metrics.postgres_retries.inc()
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("postgres call failed (%s); retrying in %.1fs", exc, delay)
+                self.health.beat()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _rebuild_cache(self) -> None:
+        n = self.run_sync(
+            self.cache.rebuild(self.store.memberships, self.store.live_cluster_summaries)
+        )
+        if not self.cache.needs_rebuild:
+            log.info("redis cache rebuilt from postgres: %d items", n)
+            metrics.redis_degraded.set(0)
+
+    def _gauges(self) -> None:
+        now = time.time()
+        if self.newest_event_time > -np.inf:
+            metrics.event_time_lag.set(max(now - self.newest_event_time, 0.0))
+        if now - self._lag_at < 5.0:
+            return
+        self._lag_at = now
+        for p in list(self.runs):
+            tp = TopicPartition(self.topic, p)
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(tp, timeout=1, cached=False)
+                pos = self.consumer.position([tp])[0].offset
+            except Exception:  # a gauge must never stop the loop
+                continue
+            lag = hi - pos if pos is not None and pos >= 0 else hi - lo
+            metrics.consumer_lag.labels(self.topic, str(p)).set(max(lag, 0))
+        for run in self.runs.values():
+            for st in run.engine.scopes.values():
+                live = st.live_slots()
+                active = int((st.status[live] == ACTIVE).sum())
+                metrics.active_clusters.labels(st.name).set(active)
+                metrics.candidate_clusters.labels(st.name).set(live.size - active)
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        detail = {
+            "partitions": sorted(self.runs),
+            "postgres": "ok" if self.postgres_ok else "unreachable",
+            "redis": "degraded" if self.cache.degraded else "ok",
+        }
+        return bool(self.runs) and self.postgres_ok, detail
+
+    def scopes(self) -> dict[str, ScopeKey]:
+        return {st.name: k for run in self.runs.values() for k, st in run.engine.scopes.items()}
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.flush(10)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """The small per-cluster record kept in Postgres and Redis (no member lists)."""
+    keep = {
+        "cluster_id": result["cluster_id"],
+        "scope": result["scope"],
+        "status": result["status"],
+        "label": result["cluster_label"],
+        "size": result["cluster_size"],
+        "weight": result["weight"],
+        "medoid_id": result["medoid_id"],
+        "representative_ids": result["representative_ids"],
+        "temporal_span": result["temporal_span"],
+        "domain": result["domain"],
+        "event_type": result["event_type"],
+    }
+    return json.dumps(keep, separators=(",", ":"))

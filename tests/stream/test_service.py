@@ -1,0 +1,291 @@
+"""The service against the real broker, database and cache (dev/services.sh)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+from processors import Engine
+from processors.config import EngineConfig
+from stream import records, synthetic
+from tests.conftest import ROOT, wait_until
+from tests.stream.conftest import Env
+
+
+def stream_messages(env: Env, n: int, models: int = 1, dim: int = 32, seed: int = 0) -> list:
+    """n synthetic Stage 3 messages over `models` scopes, documents and per-vector events
+    mixed; keys are document ids (arbitrary with respect to scopes)."""
+    out = []
+    for i, item in enumerate(synthetic.stories(n, dim, n_stories=6, alive=3, seed=seed)):
+        model = f"{env.settings.prefix}-m{i % models}"
+        make = synthetic.embedded_document if i % 2 else synthetic.vector_event
+        out.append((item.document_id.encode(), make(item, model)))
+    return out
+
+
+def reference(env: Env) -> dict[str, str]:
+    """What the service must hold: one engine per by-scope partition over that partition's
+    records in order (the router's output), exactly as a worker runs them."""
+    per_part: dict[int, list] = defaultdict(list)
+    for m in env.by_scope_records():
+        per_part[m.partition()].append(records.decode(m.value()))
+    out: dict[str, str] = {}
+    for recs in per_part.values():
+        eng = Engine(EngineConfig())
+        for r in recs:
+            if isinstance(r, records.Delete):
+                eng.delete(r.item_id)
+                continue
+            key = eng.scope_key(r.embedding_type, r.embedding_model, r.metadata)
+            eng.process(
+                r.vector[None, :],
+                [r.item_id],
+                np.array([r.event_time]),
+                [r.document_id],
+                [r.metadata],
+                [key],
+            )
+        for st in eng.scopes.values():
+            out.update({item: st.cluster_id(slot) for item, slot in st.item_slot.items()})
+    return out
+
+
+def wait_all_committed(env: Env, n: int, timeout: float = 120.0) -> dict[str, str]:
+    def done() -> dict[str, str] | None:
+        m = env.memberships()
+        return m if len(m) >= n else None
+
+    return wait_until(done, timeout, f"{n} memberships in postgres", 0.5)
+
+
+def test_end_to_end_every_event_assigned_once_and_seen_downstream(env: Env) -> None:
+    n = 900
+    msgs = stream_messages(env, n, models=2)
+    env.produce(msgs)
+    w = env.start_worker()
+    members = wait_all_committed(env, n)
+    assert len(members) == n
+    assigned = env.consume_all(env.settings.assignments_topic, n)
+    ids = [m.key().decode() for m in assigned]
+    assert len(ids) == n and len(set(ids)) == n
+    for m in assigned[:5]:
+        a = json.loads(m.value())
+        assert members[a["item_id"]].startswith(a["cluster_id"].rsplit("-", 1)[0])
+    # downstream: change events keyed by cluster, and the latest state of each live cluster
+    active = {
+        r["id"]
+        for r in env.sql(
+            "SELECT id FROM clusters WHERE status='active' AND cluster_type LIKE $1",
+            f"%{env.settings.prefix}%",
+        )
+    }
+    assert active
+    changes = env.consume_all(env.settings.changes_topic, len(active))
+    kinds = {json.loads(m.value())["kind"] for m in changes}
+    assert "created" in kinds
+    for m in changes:
+        assert m.key().decode() == json.loads(m.value())["cluster_id"]
+    snaps = env.consume_all(env.settings.clusters_topic, len(active))
+    latest = {}
+    for m in snaps:
+        latest[m.key().decode()] = m.value()
+    assert active <= {k for k, v in latest.items() if v is not None}
+    status, body = w.http("/readyz")
+    assert status == 200 and json.loads(body)["ready"] is True
+    status, body = w.http("/metrics")
+    assert "clusterer_items_assigned_total" in body
+    assert "document-" not in body  # no cluster ids as label values
+    assert members == reference(env)
+
+
+def test_service_and_replay_cli_give_the_same_clusters(env: Env, tmp_path) -> None:
+    n = 600
+    env.produce(stream_messages(env, n, models=1, seed=3))
+    env.start_worker()
+    members = wait_all_committed(env, n)
+    recs = [records.decode(m.value()) for m in env.by_scope_records()]
+    assert len(recs) == n
+    np.save(tmp_path / "x.npy", np.vstack([r.vector for r in recs]))
+    np.save(tmp_path / "t.npy", np.array([r.event_time for r in recs]))
+    (tmp_path / "ids.txt").write_text("\n".join(r.item_id for r in recs) + "\n")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "replay",
+            "--vectors",
+            str(tmp_path / "x.npy"),
+            "--timestamps",
+            str(tmp_path / "t.npy"),
+            "--ids",
+            str(tmp_path / "ids.txt"),
+            "--model",
+            recs[0].embedding_model,
+            "--labels-out",
+            str(tmp_path / "labels.npy"),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    labels = np.load(tmp_path / "labels.npy")
+    replay_groups: dict[int, set[str]] = defaultdict(set)
+    for r, lab in zip(recs, labels, strict=True):
+        if lab >= 0:  # -1: the item ended in no real cluster (a candidate)
+            replay_groups[int(lab)].add(r.item_id)
+    active = {
+        r["id"]
+        for r in env.sql(
+            "SELECT id FROM clusters WHERE status='active' AND cluster_type LIKE $1",
+            f"%{env.settings.prefix}%",
+        )
+    }
+    service_groups: dict[str, set[str]] = defaultdict(set)
+    for item, cid in members.items():
+        if cid in active:
+            service_groups[cid].add(item)
+    assert len(replay_groups) >= 3
+    assert sorted(map(sorted, service_groups.values())) == sorted(
+        map(sorted, replay_groups.values())
+    )
+
+
+def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(env: Env) -> None:
+    n = 2400
+    env.produce(stream_messages(env, n, models=2, seed=5))
+    w = env.start_worker()
+    wait_until(lambda: len(env.memberships()) >= n // 4, 120, "a quarter committed", 0.2)
+    w.kill9()
+    partial = len(env.memberships())
+    assert partial < n, "the worker finished before it could be killed; raise n"
+    env.start_worker()
+    members = wait_all_committed(env, n)
+    assert len(members) == n
+    ref = reference(env)
+    assert members == ref
+    sizes = env.sql(
+        "SELECT c.id, c.size, count(i.id) AS rows FROM clusters c LEFT JOIN cluster_items i"
+        " ON i.cluster_id = c.id WHERE c.cluster_type LIKE $1 AND c.status IN"
+        " ('active', 'candidate') GROUP BY c.id, c.size",
+        f"%{env.settings.prefix}%",
+    )
+    assert all(r["size"] == r["rows"] for r in sizes)
+    ref_sizes: dict[str, int] = defaultdict(int)
+    for cid in ref.values():
+        ref_sizes[cid] += 1
+    assert {r["id"]: r["size"] for r in sizes if r["size"]} == dict(ref_sizes)
+
+
+def test_two_workers_rebalance_mid_stream_same_end_state(env: Env) -> None:
+    n = 2400
+    env.produce(stream_messages(env, n, models=6, seed=9))
+    env.start_worker()
+    wait_until(lambda: len(env.memberships()) >= n // 5, 120, "a fifth committed", 0.2)
+    second = env.start_worker()
+    members = wait_all_committed(env, n, timeout=180)
+    assert members == reference(env)
+    # the second worker took partitions: it logged an assignment of its own
+    wait_until(lambda: "partition" in second.log.read_text(), 30, "second worker assignment")
+
+
+def test_every_kind_of_bad_message_is_dead_lettered_and_the_stream_goes_on(env: Env) -> None:
+    model = f"{env.settings.prefix}-m0"
+    good = stream_messages(env, 50, models=1, dim=16)
+    base = json.loads(synthetic.vector_event(next(synthetic.stories(1, 16)), model))
+
+    def ev(**changes) -> bytes:
+        return json.dumps({**base, **changes}).encode()
+
+    bad = {
+        "not_json": b"{not json",
+        "schema_violation": ev(embedding_type="image"),
+        "non_finite": ev(vector=[float("nan")] * 16),
+        "zero_vector": ev(vector=[0.0] * 16),
+        "oversize": b'{"x":"' + b"a" * 1_000_050 + b'"}',  # over the 1 MB limit, under Kafka's
+        "dimension_mismatch": ev(item_id="wrong-dim", vector=[0.25] * 8),
+    }
+    msgs = good[:25] + [(b"bad", v) for v in bad.values()] + [(None, None)] + good[25:]
+    env.produce(msgs)
+    env.start_worker()
+    wait_all_committed(env, 50)
+    dead = env.consume_all(env.settings.dlq_topic, len(bad) + 1)
+    reasons = {dict(m.headers())["reason"].decode() for m in dead}
+    assert set(bad) | {"missing_id"} == reasons
+    for m in dead:
+        h = {k: v.decode() for k, v in m.headers()}
+        assert {"detail", "source_topic", "source_partition", "source_offset"} <= set(h)
+    by_reason = {dict(m.headers())["reason"].decode(): m for m in dead}
+    for reason, original in bad.items():
+        if reason == "dimension_mismatch":
+            continue  # decided by the worker, after routing: checked below
+        assert by_reason[reason].value() == original  # the original bytes, untouched
+    # the worker dead-letters the routed per-vector event and names the input it came from
+    wrong = by_reason["dimension_mismatch"]
+    h = {k: v.decode() for k, v in wrong.headers()}
+    assert h["source_topic"] == env.settings.input_topics[0]
+    assert records.decode(wrong.value()).item_id == "wrong-dim"
+    src = env.consume_all(h["source_topic"], 1)
+    origin = [m for m in src if m.partition() == int(h["source_partition"])]
+    assert any(
+        m.offset() == int(h["source_offset"]) and m.value() == bad["dimension_mismatch"]
+        for m in origin
+    )
+    assert "wrong-dim" not in env.memberships()
+
+
+def test_forget_document_removes_its_items(env: Env) -> None:
+    n = 300
+    env.produce(stream_messages(env, n, models=1, seed=11))
+    env.start_worker()
+    members = wait_all_committed(env, n)
+    victim_item = sorted(members)[7]
+    doc = env.sql("SELECT document_id FROM cluster_items WHERE item_id=$1", victim_item)[0][0]
+    out = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "forget", "--document-id", doc],
+        cwd=ROOT,
+        env=env.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: victim_item not in env.memberships(), 60, "the item removed")
+    assert not env.sql("SELECT 1 FROM cluster_items WHERE document_id=$1", doc)
+
+
+def test_lag_command_reports_every_partition(env: Env) -> None:
+    env.produce(stream_messages(env, 100, models=1))
+    env.start_worker()
+    wait_all_committed(env, 100)
+
+    def lag_zero() -> str | None:
+        out = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "lag"],
+            cwd=ROOT,
+            env=env.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        rows = [line.split() for line in out.splitlines()[1:]]
+        by_scope = [r for r in rows if r[1] == env.settings.by_scope_topic and r[3] != "-"]
+        return out if by_scope and all(r[5] == "0" for r in by_scope) else None
+
+    out = wait_until(lag_zero, 60, "by-scope lag 0")
+    assert len(out.splitlines()) == 1 + 2 * env.settings.partitions
+
+
+def test_sigterm_finishes_the_batch_and_leaves_cleanly(env: Env) -> None:
+    env.produce(stream_messages(env, 200, models=1))
+    w = env.start_worker()
+    wait_all_committed(env, 200)
+    assert w.terminate(timeout=60) == 0
+    assert "worker stopped" in w.log.read_text()
