@@ -157,7 +157,7 @@ class Env:
                     for m in ms:
                         if m.error() is None:
                             out.append(m)
-                            last = m.offset()
+                            last = int(m.offset() or 0)
         finally:
             c.close()
         return out
