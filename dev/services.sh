@@ -2,7 +2,7 @@
 # Real Kafka (KRaft, single node, jars from Maven Central), PostgreSQL and Redis on loopback,
 # data under var/services. Idempotent: `up` returns at once for what is already running.
 #
-#   dev/services.sh up | down | status | env
+#   dev/services.sh up | down | status | env | stop postgres|redis|kafka
 #
 # Ports and names (environment, defaults):
 #   CLUSTERER_KAFKA_PORT=19092  CLUSTERER_KAFKA_CONTROLLER_PORT=19093
@@ -188,6 +188,17 @@ down)
     redis_down
     pg_down
     ;;
+stop)  # one service, for failure tests: stop postgres|redis|kafka
+    case "${2:-}" in
+    postgres) pg_down ;;
+    redis) redis_down ;;
+    kafka) kafka_down ;;
+    *)
+        echo "usage: dev/services.sh stop postgres|redis|kafka" >&2
+        exit 2
+        ;;
+    esac
+    ;;
 status)
     kafka_ready && echo "kafka: up (127.0.0.1:$KAFKA_PORT)" || echo "kafka: down"
     pg_ready && echo "postgres: up (127.0.0.1:$PG_PORT)" || echo "postgres: down"
@@ -195,7 +206,7 @@ status)
     ;;
 env) print_env ;;
 *)
-    echo "usage: dev/services.sh up|down|status|env" >&2
+    echo "usage: dev/services.sh up|down|status|env|stop NAME" >&2
     exit 2
     ;;
 esac

@@ -293,3 +293,47 @@ def test_sigterm_finishes_the_batch_and_leaves_cleanly(env: Env) -> None:
     wait_all_committed(env, 200)
     assert w.terminate(timeout=60) == 0
     assert "worker stopped" in w.log.read_text()
+
+
+def services_sh(*args: str) -> None:
+    subprocess.run([str(ROOT / "dev" / "services.sh"), *args], check=True, timeout=300)
+
+
+def test_postgres_restart_mid_stream_worker_retries_and_loses_nothing(env: Env) -> None:
+    n = 2400
+    env.produce(stream_messages(env, n, models=2, seed=13))
+    w = env.start_worker()
+    wait_until(lambda: len(env.memberships()) >= n // 5, 120, "a fifth committed", 0.2)
+    services_sh("stop", "postgres")
+    try:
+        wait_until(
+            lambda: "unreachable" in w.http("/readyz")[1], 60, "readiness to report postgres down"
+        )
+        assert w.http("/readyz")[0] == 503
+    finally:
+        services_sh("up")
+    members = wait_all_committed(env, n, timeout=180)
+    assert members == reference(env)
+    assert w.proc.poll() is None  # the same worker carried on
+    wait_until(lambda: w.http("/readyz")[0] == 200, 60, "ready again")
+
+
+def test_redis_down_clustering_continues_and_cache_is_rebuilt(env: Env) -> None:
+    import redis
+
+    n = 600
+    key = f"{env.settings.prefix}:items:document/{env.settings.prefix}-m0"
+    r = redis.Redis.from_url(env.settings.redis_url)
+    services_sh("stop", "redis")
+    try:
+        env.produce(stream_messages(env, n, models=1, seed=17))
+        w = env.start_worker()
+        members = wait_all_committed(env, n)
+        status, body = w.http("/readyz")
+        assert status == 200 and json.loads(body)["redis"] == "degraded"
+        assert "clusterer_redis_degraded 1.0" in w.http("/metrics")[1]
+    finally:
+        services_sh("up")
+    wait_until(lambda: r.hlen(key) == n, 60, "the cache rebuilt from postgres")
+    assert {k.decode(): v.decode() for k, v in r.hgetall(key).items()} == members
+    wait_until(lambda: json.loads(w.http("/readyz")[1])["redis"] == "ok", 30, "redis ok")
