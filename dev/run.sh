@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# The main job end to end, offline: the engine over the News-T stream (../shared/datasets),
-# writing assignments, labels and ClusterResult snapshots to var/run/, then a quality report.
+# The main job end to end: services up (Kafka, PostgreSQL, Redis, installed on first use),
+# migrations, topics, a worker in the background, the built-in synthetic Stage 3 stream
+# produced at a steady rate, and a live view of the biggest clusters and the lag. The worker
+# is stopped with SIGTERM at the end (graceful: finishes its batch, commits, leaves).
+#
+#   dev/run.sh [COUNT] [RATE]      defaults: 20000 documents at 2000/s, 384-d
 set -euo pipefail
 cd "$(dirname "$0")/.."
+COUNT=${1:-20000}
+RATE=${2:-2000}
 dev/setup.sh
-DATA=${NEWS_T_DIR:-../shared/datasets/news-t}
-OUT=var/run
-mkdir -p "$OUT"
-.venv/bin/clusterer --log-level ERROR replay \
-  --vectors "$DATA/mpnet.npy" --metadata "$DATA/items.jsonl" --model all-mpnet-base-v2 \
-  --assignments-out "$OUT/assignments.jsonl" --labels-out "$OUT/labels.npy" \
-  --clusters-out "$OUT/clusters.jsonl"
-.venv/bin/python - "$DATA/labels.npy" "$OUT/labels.npy" <<'PY'
-import json, sys
-import numpy as np
-from benchmarks.metrics import quality
-print(json.dumps({k: round(v, 4) for k, v in quality(np.load(sys.argv[1]), np.load(sys.argv[2])).items()}))
-PY
-echo "outputs in $OUT/"
+dev/services.sh up
+eval "$(dev/services.sh env)"
+# a fresh database per demo run, so the view shows this run only
+PG_PORT=${CLUSTERER_PG_PORT:-15432}
+psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "DROP DATABASE IF EXISTS clusterer_demo" \
+    -c "CREATE DATABASE clusterer_demo" >/dev/null
+export CLUSTERER_POSTGRES_DSN="postgresql://postgres@127.0.0.1:$PG_PORT/clusterer_demo"
+export CLUSTERER_PREFIX=${CLUSTERER_PREFIX:-demo-$(date +%s)}
+export CLUSTERER_INPUT_TOPICS=${CLUSTERER_INPUT_TOPICS:-$CLUSTERER_PREFIX.stage3}
+export CLUSTERER_GROUP_ID=${CLUSTERER_GROUP_ID:-$CLUSTERER_PREFIX}
+export CLUSTERER_HTTP_PORT=${CLUSTERER_HTTP_PORT:-8080}
+C=.venv/bin/clusterer
+$C db migrate
+$C topics --with-inputs
+mkdir -p var/run
+$C --log-level INFO worker >var/run/worker.log 2>&1 &
+WORKER=$!
+trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT
+$C produce --count "$COUNT" --rate "$RATE" --dim 384 &
+PRODUCER=$!
+SECONDS_TO_WATCH=$(( COUNT / RATE + 15 ))
+$C watch --seconds "$SECONDS_TO_WATCH" --interval 2
+wait $PRODUCER
+echo "health: $(curl -s "localhost:$CLUSTERER_HTTP_PORT/readyz" || echo unreachable)"
+echo "worker log: var/run/worker.log; metrics: http://localhost:$CLUSTERER_HTTP_PORT/metrics"
