@@ -323,7 +323,7 @@ def test_redis_down_clustering_continues_and_cache_is_rebuilt(env: Env) -> None:
 
     n = 600
     key = f"{env.settings.prefix}:items:document/{env.settings.prefix}-m0"
-    r = redis.Redis.from_url(env.settings.redis_url)
+    r = redis.Redis.from_url(env.settings.redis_url, decode_responses=True)
     services_sh("stop", "redis")
     try:
         env.produce(stream_messages(env, n, models=1, seed=17))
@@ -335,5 +335,5 @@ def test_redis_down_clustering_continues_and_cache_is_rebuilt(env: Env) -> None:
     finally:
         services_sh("up")
     wait_until(lambda: r.hlen(key) == n, 60, "the cache rebuilt from postgres")
-    assert {k.decode(): v.decode() for k, v in r.hgetall(key).items()} == members
+    assert r.hgetall(key) == members
     wait_until(lambda: json.loads(w.http("/readyz")[1])["redis"] == "ok", 30, "redis ok")
