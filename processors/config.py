@@ -23,6 +23,10 @@ class EngineConfig:
     """temporal closeness exp(-|dt|/tau) between the item and the cluster's last activity."""
     search_k: int = 8
     """nearest centroids fetched per item; more only matter at exact ties."""
+    search_threads: int = 1
+    """OpenMP threads of the FAISS search. Segment searches are small; with more threads
+    FAISS's OpenMP pool and numpy's BLAS threads fight over the cores (measured: 2.8x slower
+    searches with 2 threads on the 2-core machine, docs/benchmarks.md). 0 = FAISS default."""
 
     # --- lifecycle
     half_life_seconds: float = 2 * DAY
@@ -81,6 +85,8 @@ class EngineConfig:
     def validate(self) -> None:
         if not 0.0 < self.assign_threshold <= 1.0:
             raise ValueError("assign_threshold must be in (0, 1]")
+        if self.search_threads < 0:
+            raise ValueError("search_threads must be 0 (FAISS default) or more")
         if not 0.0 < self.merge_threshold <= 1.0:
             raise ValueError("merge_threshold must be in (0, 1]")
         for name in ("tau_seconds", "half_life_seconds", "reconsolidate_seconds"):

@@ -7,10 +7,13 @@ never on how the stream was cut into batches.
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
 from processors.scope import ACTIVE, ScopeState
+
+_LN2 = math.log(2.0)
 
 
 def tick(scope: ScopeState) -> None:
@@ -62,26 +65,30 @@ def merge_touched(scope: ScopeState) -> None:
     version: dict[int, int] = {}
     heap: list[tuple[float, int, int, int, int]] = []
 
+    # average-link needs 1/w of every cluster; free slots get 0, hence similarity 0, below any
+    # positive threshold. Kept up to date across merges (only the two merged slots change).
+    n = scope.n_used
+    cid = scope.cid
+    inv_w = np.zeros(n)
+    live = cid[:n] >= 0
+    inv_w[live] = 1.0 / scope.w[:n][live]
+    ls = scope.ls[:n]
+
     def push_neighbours(slots: list[int]) -> None:
-        # exact average-link of each slot against every live cluster: one matrix product;
-        # free slots get weight 0 here, hence similarity 0, below any positive threshold
-        n = scope.n_used
-        inv_w = np.zeros(n)
-        live = scope.cid[:n] >= 0
-        inv_w[live] = 1.0 / scope.w[:n][live]
-        sims = (scope.ls[slots] @ scope.ls[:n].T) * inv_w
+        # exact average-link of each slot against every live cluster: one matrix product
+        sims = (scope.ls[slots] @ ls.T) * inv_w
         sims *= inv_w[slots][:, None]
         sims[np.arange(len(slots)), slots] = -np.inf
         rows, cols = np.nonzero(sims >= thr)
         for r, b in zip(rows.tolist(), cols.tolist(), strict=True):
             a = slots[r]
-            lo, hi = (a, b) if scope.cid[a] < scope.cid[b] else (b, a)
+            lo, hi = (a, b) if cid[a] < cid[b] else (b, a)
             heapq.heappush(
                 heap,
                 (
                     -float(sims[r, b]),
-                    int(scope.cid[lo]),
-                    int(scope.cid[hi]),
+                    int(cid[lo]),
+                    int(cid[hi]),
                     version.get(lo, 0),
                     version.get(hi, 0),
                 ),
@@ -98,14 +105,19 @@ def merge_touched(scope: ScopeState) -> None:
             continue
         absorber = merge(scope, a, b, reason="average_link")
         version[absorber] = version.get(absorber, 0) + 1
+        inv_w[a + b - absorber] = 0.0
+        inv_w[absorber] = 1.0 / scope.w[absorber]
         push_neighbours([absorber])
 
 
 def merge(scope: ScopeState, a: int, b: int, reason: str) -> int:
     """Fold the lighter cluster into the heavier (older id on equal weight); returns the
     absorber's slot. The absorbed id ends with a `merged` event naming it."""
-    t = max(scope.tref[a], scope.tref[b])
-    wa, wb = scope.weight_now(np.array([a, b]), t)
+    ta, tb = float(scope.tref[a]), float(scope.tref[b])
+    t = max(ta, tb)
+    hl = scope.cfg.half_life_seconds
+    wa = float(scope.w[a]) * math.exp(-_LN2 * (t - ta) / hl)
+    wb = float(scope.w[b]) * math.exp(-_LN2 * (t - tb) / hl)
     if (wb, -scope.cid[b]) > (wa, -scope.cid[a]):
         a, b = b, a
         wa, wb = wb, wa
@@ -114,7 +126,7 @@ def merge(scope: ScopeState, a: int, b: int, reason: str) -> int:
     scope.ls[a] = scope.ls[a] * fa + scope.ls[b] * fb
     scope.w[a] = wa + wb
     scope.tref[a] = t
-    n = float(np.linalg.norm(scope.ls[a]))
+    n = math.sqrt(float(scope.ls[a] @ scope.ls[a]))
     scope.norm[a] = n
     scope.cent[a] = scope.ls[a] / n if n > 0 else 0.0
     scope.t_first[a] = min(scope.t_first[a], scope.t_first[b])

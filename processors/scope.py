@@ -21,6 +21,7 @@ from river import drift
 
 from processors.config import EngineConfig
 from processors.facets import EMPTY, FacetCounts, Facets
+from processors.kernels import assign_segment
 from processors.search import knn_inner_product
 from schemas.outputs import ChangeEvent, ChangeKind
 
@@ -30,6 +31,16 @@ CANDIDATE, ACTIVE = 0, 1
 STATUS_NAMES: tuple[Literal["candidate"], Literal["active"]] = ("candidate", "active")
 _EVENT_NS = uuid.UUID("3f0e6b1c-3d4e-5a7b-9c8d-0e1f2a3b4c5d")
 _LN2 = math.log(2.0)
+_NS_BYTES = _EVENT_NS.bytes
+
+
+def uuid5_str(name: str) -> str:
+    """str(uuid.uuid5(_EVENT_NS, name)) without building UUID objects (hot path)."""
+    h = bytearray(hashlib.sha1(_NS_BYTES + name.encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 @dataclass(slots=True)
@@ -188,13 +199,14 @@ class ScopeState:
         moved: list[str] | None = None,
         reason: str = "",
         cluster_id: str | None = None,
+        weight: float | None = None,
     ) -> None:
         self.event_seq += 1
         cid = cluster_id or self.cluster_id(slot)
-        eid = uuid.uuid5(_EVENT_NS, f"{self.name}|{self.event_seq}|{kind}|{cid}")
+        eid = uuid5_str(f"{self.name}|{self.event_seq}|{kind}|{cid}")
         self.events.append(
             ChangeEvent.model_construct(
-                event_id=str(eid),
+                event_id=eid,
                 kind=kind,
                 scope=self.name,
                 cluster_id=cid,
@@ -202,7 +214,7 @@ class ScopeState:
                 event_time=self.watermark,
                 sequence=self.event_seq,
                 size=len(self.members[slot]),
-                weight=float(self.w[slot]),
+                weight=float(self.w[slot]) if weight is None else weight,
                 moved_item_ids=moved or [],
                 reason=reason,
             )
@@ -274,7 +286,10 @@ class ScopeState:
         doc: str | None,
         t: float,
         facets: Facets,
+        weight: float | None = None,
     ) -> None:
+        """Membership bookkeeping of one item. `weight` is the cluster weight right after
+        this item joined (the kernel has already moved on); default: the current weight."""
         if t < self.t_first[slot]:
             self.t_first[slot] = t
         if t > self.t_last[slot]:
@@ -292,17 +307,21 @@ class ScopeState:
             self.facets[slot].add(facets)
         self.touched.add(slot)
         if len(mem) > self.cfg.size_warning and int(self.cid[slot]) not in self.size_warned:
-            self.size_warned.add(int(self.cid[slot]))
-            self.size_warnings += 1
-            log.warning(
-                "cluster %s in scope %s passed %d members",
-                self.cluster_id(slot),
-                self.name,
-                self.cfg.size_warning,
-            )
-        if self.status[slot] == CANDIDATE and self.w[slot] >= self.cfg.min_weight:
+            self._warn_size(slot)
+        w_now = float(self.w[slot]) if weight is None else weight
+        if self.status[slot] == CANDIDATE and w_now >= self.cfg.min_weight:
             self.status[slot] = ACTIVE
-            self.emit("created", slot)
+            self.emit("created", slot, weight=w_now)
+
+    def _warn_size(self, slot: int) -> None:
+        self.size_warned.add(int(self.cid[slot]))
+        self.size_warnings += 1
+        log.warning(
+            "cluster %s in scope %s passed %d members",
+            self.cluster_id(slot),
+            self.name,
+            self.cfg.size_warning,
+        )
 
     def refresh_centroids(self) -> None:
         """Bring the centroid rows of clusters folded into since the last call up to date."""
@@ -334,7 +353,7 @@ class ScopeState:
         x64 = x32.astype(np.float64)
         n_live = len(self.slot_of)
         if self.n_used:
-            dist, idx = knn_inner_product(x32, self.cent[: self.n_used], k)
+            dist, idx = knn_inner_product(x32, self.cent[: self.n_used], k, cfg.search_threads)
             cand = np.unique(idx[idx >= 0])
             cand = cand[self.cid[cand] >= 0]
             cand = cand[np.argsort(self.cid[cand], kind="stable")]
@@ -357,98 +376,94 @@ class ScopeState:
             score[:, :nc0] = (acc[:, :nc0] / self.norm[cand]) * np.exp(
                 -np.abs(times[:, None] - self.tref[cand][None, :]) / tau
             )
-        col_of = {int(s): j for j, s in enumerate(cand)}
         # time weights between items of the segment: a cluster an item joins (or opens) takes
         # that item's time as its reference, so its column of scores reuses this matrix
         tw = np.exp(-np.abs(times[:, None] - times[None, :]) / tau)
-        ncols = nc0
-        ls, norm, tref = self.ls, self.norm, self.tref
-        for i in range(b):
+        # slots for clusters the segment may open, taken in the order _alloc would give them
+        while len(self.free) < b:
+            self._grow(self.cap * 2)
+        new_slots = np.array([self.free.pop() for _ in range(b)], dtype=np.int64)
+        col_of = np.full(self.cap, -1, dtype=np.int64)
+        col_of[cand] = np.arange(nc0)
+        slots = np.empty(b, dtype=np.int64)
+        w_after = np.empty(b)
+        opened, self.n_used = assign_segment(
+            x64, np.ascontiguousarray(times, dtype=np.float64), gram, tw, acc, score, cols,
+            col_of, nc0, bound, self.ls, self.w, self.tref, self.norm, self.cid, self.t_first,
+            self.t_last, self.n_used, new_slots, self.next_no, thr, tau,
+            cfg.half_life_seconds, slots, out_sim, out_new, w_after,
+        )  # fmt: skip
+        self.free.extend(new_slots[opened:][::-1].tolist())
+        for s in new_slots[:opened].tolist():
+            self.slot_of[self.next_no] = s
+            self.next_no += 1
+            self.status[s] = CANDIDATE
+        self._record_segment(slots, x32, items, docs, times, facets, w_after, out_new, out_status)
+        out_slot_cid[:] = self.cid[slots]
+        self.refresh_centroids()
+
+    def _record_segment(
+        self,
+        slots: npt.NDArray[np.int64],
+        x32: npt.NDArray[np.float32],
+        items: list[str],
+        docs: list[str | None],
+        times: npt.NDArray[np.float64],
+        facets: list[Facets],
+        w_after: npt.NDArray[np.float64],
+        is_new: npt.NDArray[np.bool_],
+        out_status: npt.NDArray[np.int8],
+    ) -> None:
+        """`_record` for a whole segment, in item order (the same effects, fewer numpy calls):
+        memberships, reservoir rings, facets, promotions (`created`), drift samples."""
+        cfg = self.cfg
+        r = cfg.reservoir_size
+        members, item_slot, moves = self.members, self.item_slot, self.moves
+        cid, status, res_ids = self.cid, self.status, self.res_ids
+        ring: dict[int, int] = {}  # slot -> next ring position, as of this segment
+        res_rows: dict[tuple[int, int], int] = {}  # (slot, pos) -> item row; last write wins
+        min_w, warn_at = cfg.min_weight, cfg.size_warning
+        for i, slot in enumerate(slots.tolist()):
             t = float(times[i])
             if t > self.watermark:
                 self.watermark = t
-            if ncols:
-                j = int(score[i, :ncols].argmax())
-                best = float(score[i, j])
-            else:
-                j, best = -1, -math.inf
-            if best < bound[i] and bound[i] >= thr:
-                j, best, ncols = self._exact_best(i, x64, times, acc, score, cols, col_of, ncols)
-            xi = x64[i]
-            if j >= 0:
-                # the running scores pick the cluster; its score is recomputed from the current
-                # state so that decisions and reported values do not depend on the batching
-                s0 = int(cols[j])
-                best = float(xi @ ls[s0]) / norm[s0] * math.exp(-abs(t - tref[s0]) / tau)
-            rest = slice(i + 1, b)
-            if best >= thr:
-                slot = int(cols[j])
-                scale = self._fold(slot, xi, t)
-                self._record(slot, x32[i], items[i], docs[i], t, facets[i])
-                if scale >= 0:
-                    col = acc[rest, j]
-                    col *= scale
-                    col += gram[rest, i]
-                    score[rest, j] = col * (tw[rest, i] / norm[slot])
-                else:
-                    acc[rest, j] += -scale * gram[rest, i]
-                    score[rest, j] = (acc[rest, j] / norm[slot]) * np.exp(
-                        -np.abs(times[rest] - tref[slot]) / tau
-                    )
-                out_new[i] = False
-                out_sim[i] = best
-            else:
-                slot = self.open_cluster(xi, t)
-                ls, norm, tref = self.ls, self.norm, self.tref  # the arrays may have grown
-                self._record(slot, x32[i], items[i], docs[i], t, facets[i])
-                j = ncols
-                cols[j] = slot
-                col_of[slot] = j
-                w0 = float(self.w[slot])
-                acc[rest, j] = gram[rest, i] * w0
-                score[rest, j] = gram[rest, i] * (w0 / norm[slot]) * tw[rest, i]
-                ncols += 1
-                out_new[i] = True
-                out_sim[i] = 1.0
+            item = items[i]
+            mem = members[slot]
+            mem[item] = Member(docs[i], t, facets[i])
+            item_slot[item] = slot
+            moves[item] = int(cid[slot])
+            pos = ring.get(slot)
+            if pos is None:
+                pos = int(self.res_next[slot])
+            res_rows[(slot, pos % r)] = i
+            res_ids[slot][pos % r] = item
+            ring[slot] = pos + 1
+            if facets[i] is not EMPTY:
+                self.facets[slot].add(facets[i])
+            if len(mem) > warn_at and int(cid[slot]) not in self.size_warned:
+                self._warn_size(slot)
+            if status[slot] == CANDIDATE and w_after[i] >= min_w:
+                status[slot] = ACTIVE
+                self.emit("created", slot, weight=float(w_after[i]))
+            out_status[i] = status[slot]
+            if is_new[i]:
                 self.block_new += 1
-            out_slot_cid[i] = self.cid[slot]
-            out_status[i] = self.status[slot]
             self.seq += 1
             self.items_since_recon += 1
             if self.seq % cfg.drift_block == 0:
                 self._drift_sample()
-        self.refresh_centroids()
-
-    def _exact_best(
-        self,
-        i: int,
-        x64: npt.NDArray[np.float64],
-        times: npt.NDArray[np.float64],
-        acc: npt.NDArray[np.float64],
-        score: npt.NDArray[np.float64],
-        cols: npt.NDArray[np.int64],
-        col_of: dict[int, int],
-        ncols: int,
-    ) -> tuple[int, float, int]:
-        """Rare path: every candidate of the FAISS search moved away inside the segment, so a
-        cluster outside the candidates might now be best. Score all live clusters exactly."""
-        live = self.live_slots()
-        sims = (self.ls[live] @ x64[i]) / self.norm[live]
-        w = np.exp(-np.abs(times[i] - self.tref[live]) / self.cfg.tau_seconds)
-        sc = sims * w
-        order = np.lexsort((self.cid[live], -sc))
-        slot = int(live[order[0]])
-        best = float(sc[order[0]])
-        if slot not in col_of:
-            j = ncols
-            cols[j] = slot
-            col_of[slot] = j
-            acc[:, j] = x64 @ self.ls[slot]
-            score[:, j] = (acc[:, j] / self.norm[slot]) * np.exp(
-                -np.abs(times - self.tref[slot]) / self.cfg.tau_seconds
-            )
-            ncols += 1
-        return col_of[slot], best, ncols
+        touched = list(ring)
+        self.touched.update(touched)
+        self.dirty.update(touched)
+        self.res_next[touched] = [ring[sl] for sl in touched]
+        if res_rows:
+            keys = list(res_rows)
+            rows = np.fromiter(res_rows.values(), dtype=np.int64, count=len(keys))
+            ks = np.array(keys, dtype=np.int64)
+            self.res_vec[ks[:, 0], ks[:, 1]] = x32[rows]
+            self.res_time[ks[:, 0], ks[:, 1]] = times[rows]
+        np.minimum.at(self.t_first, slots, times)
+        np.maximum.at(self.t_last, slots, times)
 
     def _drift_sample(self) -> None:
         rate = self.block_new / self.cfg.drift_block

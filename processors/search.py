@@ -29,10 +29,20 @@ def backend_name() -> str:
     return "faiss-gpu" if gpu_resources() is not None else "faiss-cpu"
 
 
+@functools.cache
+def _set_threads(threads: int) -> None:
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+
+
 def knn_inner_product(
-    queries: npt.NDArray[np.float32], base: npt.NDArray[np.float32], k: int
+    queries: npt.NDArray[np.float32],
+    base: npt.NDArray[np.float32],
+    k: int,
+    threads: int = 1,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Top-k inner products of each query row against the base rows (k clipped to base)."""
+    _set_threads(threads)
     k = min(k, base.shape[0])
     if k == 0:
         empty = np.zeros((queries.shape[0], 0))

@@ -284,3 +284,12 @@ def test_engine_pickled_mid_stream_continues_identically(small_stream):
     b += resumed.process(x[150:], ids[150:], t[150:]).assignments()
     assert [m.model_dump_json() for m in a] == [m.model_dump_json() for m in b]
     assert snapshot_bytes(whole) == snapshot_bytes(resumed)
+
+
+def test_event_ids_are_standard_uuid5() -> None:
+    import uuid
+
+    from processors.scope import _EVENT_NS, uuid5_str
+
+    for name in ("a", "document/m|1|created|document-1a2b3c4d-000001", "é|∑"):
+        assert uuid5_str(name) == str(uuid.uuid5(_EVENT_NS, name))
