@@ -1,6 +1,7 @@
 # The worker image: `clusterer worker`. Build: docker build -t stage4-clusterer .
 FROM python:3.11-slim
 WORKDIR /app
+ENV NUMBA_CACHE_DIR=/tmp/numba-cache
 COPY pyproject.toml README.md ./
 COPY schemas schemas
 COPY processors processors
