@@ -46,6 +46,10 @@ class EngineConfig:
     # --- reconsolidation
     reconsolidate_items: int = 20_000
     reconsolidate_seconds: float = 1 * DAY
+    reconsolidate_delay_items: int = 16_384
+    """items of the scope between the start of a run and the moment its result is applied
+    (rounded up to tick_items). HDBSCAN runs in the background meanwhile; assignment waits
+    for it only if this many items arrive first. 0 = run inline."""
     drift_block: int = 64
     """items per new-cluster-rate sample fed to the ADWIN drift detector."""
     drift_delta: float = 0.002
@@ -85,6 +89,8 @@ class EngineConfig:
     def validate(self) -> None:
         if not 0.0 < self.assign_threshold <= 1.0:
             raise ValueError("assign_threshold must be in (0, 1]")
+        if self.reconsolidate_delay_items < 0:
+            raise ValueError("reconsolidate_delay_items must be 0 or more")
         if self.search_threads < 0:
             raise ValueError("search_threads must be 0 (FAISS default) or more")
         if not 0.0 < self.merge_threshold <= 1.0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy.typing as npt
 from processors import lifecycle
 from processors.config import EngineConfig
 from processors.facets import EMPTY, Facets, extract, top
-from processors.reconsolidate import Trigger, reconsolidate
+from processors.reconsolidate import Job, Trigger, apply, compute, prepare, reconsolidate
 from processors.representatives import document_frequency, label, representatives
 from processors.scope import ACTIVE, STATUS_NAMES, ScopeKey, ScopeState
 from processors.search import backend_name
@@ -29,6 +30,15 @@ from schemas.validation import (
 )
 
 _LN2 = math.log(2.0)
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    """One background thread for reconsolidation computations of every engine."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconsolidate")
+    return _EXECUTOR
 
 
 @dataclass
@@ -72,6 +82,7 @@ class Engine:
         self.cfg = config or EngineConfig()
         self.cfg.validate()
         self.scopes: dict[ScopeKey, ScopeState] = {}
+        self._running: dict[ScopeKey, Future[Job]] = {}
 
     # ------------------------------------------------------------------ routing
     def scope_key(self, embedding_type: str, model: str, meta: dict[str, Any] | None) -> ScopeKey:
@@ -220,6 +231,11 @@ class Engine:
 
     def _maintain(self, st: ScopeState, res: BatchResult) -> None:
         lifecycle.tick(st)
+        pending = st.pending_recon
+        if pending is not None:
+            if st.seq >= pending[1]:
+                self._apply_pending(st, res)
+            return
         trigger: Trigger | None = None
         if st.drift_pending:
             trigger = "drift"
@@ -231,15 +247,45 @@ class Engine:
             trigger = "event_time"
         if st.last_recon_time is None:
             st.last_recon_time = st.watermark
-        if trigger is not None:
-            res.reconsolidations.append(reconsolidate(st, trigger))
+        if trigger is None:
+            return
+        job = prepare(st, trigger)
+        tick = self.cfg.tick_items
+        delay = -(-self.cfg.reconsolidate_delay_items // tick) * tick
+        if job.record.skipped is not None or delay == 0:
+            res.reconsolidations.append(apply(st, job))
             lifecycle.emit_updates(st)
+            return
+        # HDBSCAN runs in the background while assignment goes on; its result is applied
+        # exactly `delay` items later (waiting for it only if it is not done by then), so
+        # where it lands depends on item counts, never on how long it took
+        st.pending_recon = (job, st.seq + delay)
+        self._running[st.key] = _executor().submit(compute, job)
+
+    def _apply_pending(self, st: ScopeState, res: BatchResult) -> None:
+        assert st.pending_recon is not None
+        job = st.pending_recon[0]
+        fut = self._running.pop(st.key, None)
+        if fut is not None:
+            job = fut.result()
+        st.pending_recon = None
+        res.reconsolidations.append(apply(st, job))
+        lifecycle.emit_updates(st)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Checkpoints carry a pending run's inputs, not its thread: a restored engine
+        computes it again (same inputs, same result) when it is due."""
+        state = dict(self.__dict__)
+        state["_running"] = {}
+        return state
 
     # ------------------------------------------------------------------ control
     def flush(self) -> BatchResult:
-        """End of input (replay) or shutdown: run maintenance on every scope now."""
+        """End of input (replay): apply pending reconsolidations, run maintenance now."""
         res = BatchResult()
         for st in self.scopes.values():
+            if st.pending_recon is not None:
+                self._apply_pending(st, res)
             lifecycle.tick(st)
             res.changes.extend(st.events)
             st.events.clear()

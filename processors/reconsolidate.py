@@ -10,6 +10,7 @@ merge_threshold, and a split only when its parts' mean similarity stays below it
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -24,14 +25,30 @@ from schemas.outputs import ReconsolidationGroup, ReconsolidationRecord
 Trigger = Literal["items", "event_time", "drift", "manual"]
 
 
+@dataclass
+class Job:
+    """Everything a run needs, copied out of the scope when it starts: the points, their
+    owners by cluster number (slots may be reused before the result is applied) and the
+    owners' weights. `labels` is filled by `compute`, in the background or inline."""
+
+    record: ReconsolidationRecord
+    pts: npt.NDArray[np.float32]
+    owner: list[int]
+    item: list[str | None]
+    weight: dict[int, float]
+    min_cluster_size: int
+    min_samples: int
+    labels: npt.NDArray[np.int64] | None = None
+
+
 def _points(scope: ScopeState) -> tuple[npt.NDArray[np.float32], list[int], list[str | None]]:
     """Centroids of the active clusters first, then reservoir members round-robin up to the
-    point budget: owner slot and member item id (None for a centroid) of every point."""
+    point budget: owner cluster number and member item id (None for a centroid) per point."""
     live = [int(s) for s in scope.live_slots() if scope.status[s] == ACTIVE]
     live.sort(key=lambda s: int(scope.cid[s]))
     budget = max(scope.cfg.max_reconsolidation_points, len(live))
     rows: list[npt.NDArray[np.float32]] = [scope.cent[s] for s in live]
-    owner = list(live)
+    owner = [int(scope.cid[s]) for s in live]
     item: list[str | None] = [None] * len(live)
     for p in range(scope.cfg.reservoir_size):
         for s in live:
@@ -40,13 +57,15 @@ def _points(scope: ScopeState) -> tuple[npt.NDArray[np.float32], list[int], list
             rid = scope.res_ids[s][p]
             if rid is not None:
                 rows.append(scope.res_vec[s, p])
-                owner.append(s)
+                owner.append(int(scope.cid[s]))
                 item.append(rid)
     mat = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, scope.dim), np.float32)
     return mat, owner, item
 
 
-def reconsolidate(scope: ScopeState, trigger: Trigger) -> ReconsolidationRecord:
+def prepare(scope: ScopeState, trigger: Trigger) -> Job:
+    """Start a run: reset the triggers and copy the inputs. The record says `skipped` when
+    the scope has too few clusters; such a job needs no computation."""
     cfg = scope.cfg
     scope.recon_runs += 1
     scope.items_since_recon = 0
@@ -61,6 +80,7 @@ def reconsolidate(scope: ScopeState, trigger: Trigger) -> ReconsolidationRecord:
         "split_fraction": cfg.split_fraction,
         "merge_threshold": cfg.merge_threshold,
         "max_points": cfg.max_reconsolidation_points,
+        "started_at_sequence": scope.seq,
     }
     pts, owner, item = _points(scope)
     n_clusters = len(set(owner))
@@ -80,35 +100,60 @@ def reconsolidate(scope: ScopeState, trigger: Trigger) -> ReconsolidationRecord:
             f"{n_clusters} active clusters, {len(owner)} points: below the minimum of "
             f"{cfg.min_reconsolidation_clusters} clusters to reconsolidate"
         )
-        return record
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        labels = (
-            HDBSCAN(
-                min_cluster_size=cfg.hdbscan_min_cluster_size,
-                min_samples=cfg.hdbscan_min_samples,
-                algorithm="brute",
-                copy=True,
+    weight = {c: float(scope.w[scope.slot_of[c]]) for c in set(owner)}
+    return Job(
+        record, pts, owner, item, weight, cfg.hdbscan_min_cluster_size, cfg.hdbscan_min_samples
+    )
+
+
+def compute(job: Job) -> Job:
+    """HDBSCAN over the job's points: a pure function of the job, safe in another thread."""
+    if job.record.skipped is None and job.labels is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            job.labels = (
+                HDBSCAN(
+                    min_cluster_size=job.min_cluster_size,
+                    min_samples=job.min_samples,
+                    algorithm="brute",
+                    copy=True,
+                )
+                .fit(job.pts.astype(np.float64))
+                .labels_.astype(np.int64)
             )
-            .fit(pts.astype(np.float64))
-            .labels_
-        )
+    return job
+
+
+def apply(scope: ScopeState, job: Job) -> ReconsolidationRecord:
+    """Map the grouping onto the clusters as they are now (some may have merged or retired
+    since the job started: their points are ignored) and record the run."""
+    cfg = scope.cfg
+    record = job.record
+    compute(job)
+    if record.skipped is not None or job.labels is None:
+        return record
+    labels, owner, item, pts = job.labels, job.owner, job.item, job.pts
     record.clusters_found = int(labels.max() + 1) if labels.size else 0
     record.outliers = int((labels < 0).sum())
     record.groups = _describe_groups(scope, pts, labels, owner, item)
     overlap: dict[int, dict[int, float]] = {}
     counts: dict[int, int] = {}
-    for s in owner:
-        counts[s] = counts.get(s, 0) + 1
-    for s, g in zip(owner, labels, strict=True):
-        c = int(scope.cid[s])
+    for c in owner:
+        counts[c] = counts.get(c, 0) + 1
+    for c, g in zip(owner, labels, strict=True):
+        if c not in scope.slot_of:
+            continue
         row = overlap.setdefault(c, {})
-        row[int(g)] = row.get(int(g), 0.0) + 1.0 / counts[s]
-    weight = {int(scope.cid[s]): float(scope.w[s]) for s in counts}
+        row[int(g)] = row.get(int(g), 0.0) + 1.0 / counts[c]
+    weight = {c: job.weight[c] for c in overlap}
     tr = map_transitions(overlap, weight, cfg.survival_fraction, cfg.split_fraction)
-    applied = _apply(scope, tr, pts, labels, owner, item)
-    record.transitions = applied
+    record.transitions = _apply(scope, tr, pts, labels, owner, item)
     return record
+
+
+def reconsolidate(scope: ScopeState, trigger: Trigger) -> ReconsolidationRecord:
+    """A whole run at once (manual runs, tests); the engine defers `apply` instead."""
+    return apply(scope, compute(prepare(scope, trigger)))
 
 
 def _describe_groups(
@@ -121,7 +166,7 @@ def _describe_groups(
     groups = []
     for g in sorted(set(int(v) for v in labels)):
         idx = np.nonzero(labels == g)[0]
-        cids = sorted({scope.cluster_id(owner[i]) for i in idx})
+        cids = sorted({scope.cluster_name(owner[i]) for i in idx})
         if g < 0:
             groups.append(
                 ReconsolidationGroup(
@@ -198,7 +243,8 @@ def _split(
     owner: list[int],
     item: list[str | None],
 ) -> bool:
-    mine = [i for i, s in enumerate(owner) if s == slot]
+    number = int(scope.cid[slot])
+    mine = [i for i, c in enumerate(owner) if c == number]
     part_rows = {g: [i for i in mine if labels[i] == g] for g in parts}
     means = {g: pts[rows].astype(np.float64).mean(axis=0) for g, rows in part_rows.items()}
     keep = parts[0]
@@ -223,8 +269,8 @@ def _split(
         moved: list[str] = []
         for i in part_rows[g]:
             it = item[i]
-            if it is None or it not in scope.members[slot]:
-                continue
+            if it is None or it not in scope.members[slot] or it not in scope.res_ids[slot]:
+                continue  # left the cluster, or its vector left the reservoir, since the start
             m = scope.members[slot].pop(it)
             p = scope.res_ids[slot].index(it)
             vec = scope.res_vec[slot, p].copy()

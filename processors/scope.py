@@ -98,6 +98,8 @@ class ScopeState:
         self.items_since_recon = 0
         self.last_recon_time: float | None = None
         self.recon_runs = 0
+        # a started reconsolidation: (job, item position at which it is applied)
+        self.pending_recon: tuple[Any, int] | None = None
 
     # ------------------------------------------------------------------ storage
     def _grow(self, cap: int) -> None:

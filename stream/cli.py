@@ -131,7 +131,13 @@ def _produce(args: argparse.Namespace) -> int:
     from stream.ops import produce_synthetic
 
     n = produce_synthetic(
-        _settings(args), args.count, args.dim, args.rate, not args.vector_events, args.seed
+        _settings(args),
+        args.count,
+        args.dim,
+        args.rate,
+        not args.vector_events,
+        args.seed,
+        model=args.model,
     )
     print(f"produced {n} synthetic Stage 3 messages")
     return 0
@@ -195,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dim", type=int, default=384)
     pr.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as possible")
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--model", default="synthetic-mpnet", help="embedding model name (scope)")
     pr.add_argument("--vector-events", action="store_true", help="per-vector events, not documents")
     pr.set_defaults(func=_produce)
     wa = service_cmd("watch", "live view of the biggest clusters and the lag")

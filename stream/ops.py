@@ -107,6 +107,7 @@ def produce_synthetic(
     documents: bool = True,
     seed: int = 0,
     topic: str | None = None,
+    model: str = "synthetic-mpnet",
 ) -> int:
     """Publish the synthetic Stage 3 stream; `rate` events/s (0: as fast as possible)."""
     p = Producer(
@@ -115,7 +116,10 @@ def produce_synthetic(
     target = topic or s.input_topics[0]
     t0 = time.monotonic()
     for i, item in enumerate(synthetic.stories(count, dim, seed=seed)):
-        value = synthetic.embedded_document(item) if documents else synthetic.vector_event(item)
+        if documents:
+            value = synthetic.embedded_document(item, model)
+        else:
+            value = synthetic.vector_event(item, model)
         while True:
             try:
                 p.produce(target, value, key=item.document_id.encode())

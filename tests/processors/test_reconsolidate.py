@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from processors import Engine, EngineConfig
@@ -100,4 +102,83 @@ def test_drift_triggers_early_reconsolidation():
             x[s : s + 500], [f"i{i}" for i in range(s, s + 500)], np.arange(s, s + 500.0)
         )
         recs += r.reconsolidations
-    assert any(r.trigger == "drift" for r in recs)
+    recs += eng.flush().reconsolidations
+    drift = [r for r in recs if r.trigger == "drift"]
+    assert drift
+    assert drift[0].parameters["started_at_sequence"] < cfg.reconsolidate_items
+
+
+def _drifting(n: int = 4000) -> np.ndarray:
+    x1, _ = blobs(n // 2, 32, 4, seed=3, spread=0.1)
+    x2, _ = blobs(n // 2, 32, 12, seed=8, spread=0.1)
+    return np.vstack([x1, x2])
+
+
+def _run(x: np.ndarray, cfg: EngineConfig, batch: int) -> tuple[Engine, list[str]]:
+    """Change events in order, then run records in order (their interleaving in results
+    follows the batching; each sequence on its own does not)."""
+    eng = Engine(cfg)
+    changes: list[str] = []
+    runs: list[str] = []
+    for s in range(0, len(x), batch):
+        part = x[s : s + batch]
+        r = eng.process(
+            part,
+            [f"i{i}" for i in range(s, s + len(part))],
+            np.arange(s, s + len(part), dtype=float),
+        )
+        changes += [c.model_dump_json() for c in r.changes]
+        runs += [rec.model_dump_json() for rec in r.reconsolidations]
+    f = eng.flush()
+    changes += [c.model_dump_json() for c in f.changes]
+    runs += [r.model_dump_json() for r in f.reconsolidations]
+    return eng, changes + runs
+
+
+def test_background_reconsolidation_lands_at_a_fixed_item_position():
+    """The run computes in a thread; where its result lands depends on item counts only, so
+    any batching gives the same bytes, and the record says where it started."""
+    cfg = EngineConfig(
+        min_weight=2.0,
+        min_reconsolidation_clusters=3,
+        reconsolidate_items=1024,
+        reconsolidate_delay_items=512,
+        tick_items=128,
+    )
+    x = _drifting()
+    _, a = _run(x, cfg, 1000)
+    _, b = _run(x, cfg, 77)
+    assert a == b
+    runs = [json.loads(line) for line in a if '"trigger"' in line]
+    assert len(runs) >= 2
+    started = [r["parameters"]["started_at_sequence"] for r in runs]
+    assert all(s % 128 == 0 for s in started)
+
+
+def test_checkpoint_with_a_pending_run_continues_identically():
+    import pickle
+
+    cfg = EngineConfig(
+        min_weight=2.0,
+        min_reconsolidation_clusters=3,
+        reconsolidate_items=1024,
+        reconsolidate_delay_items=1024,
+        tick_items=128,
+    )
+    x = _drifting()
+    ids = [f"i{i}" for i in range(len(x))]
+    t = np.arange(len(x), dtype=float)
+    _, out_whole = _run(x, cfg, 500)
+    eng = Engine(cfg)
+    out: list[str] = []
+    cut = 1500
+    first = eng.process(x[:cut], ids[:cut], t[:cut])
+    assert any(st.pending_recon is not None for st in eng.scopes.values())
+    eng = pickle.loads(pickle.dumps(eng))
+    second = eng.process(x[cut:], ids[cut:], t[cut:])
+    f = eng.flush()
+    for r in (first, second, f):
+        out += [c.model_dump_json() for c in r.changes]
+    for r in (first, second, f):
+        out += [rec.model_dump_json() for rec in r.reconsolidations]
+    assert out == out_whole

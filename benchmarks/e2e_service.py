@@ -1,0 +1,203 @@
+"""End-to-end throughput and latency of the service on the real broker, database and cache.
+
+    dev/services.sh up
+    .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 60000
+    .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --rate 5000 --seconds 40
+
+throughput: a backlog of per-vector events is produced first; then one worker process (router
+and clustering worker in one loop, as `clusterer worker` runs) starts and the clock runs until
+every event is assigned, committed to PostgreSQL and published.
+latency: a producer process publishes at a fixed rate while the worker runs; latency is the
+assignment message's CreateTime minus the input message's CreateTime (same host clock).
+Both print one JSON line, with the worker's time per step (decode+route, engine, postgres,
+produce) from its own histograms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from processors.config import EngineConfig
+from stream import metrics
+from stream.service import Service
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings(partitions: int) -> Settings:
+    """A fresh prefix and group; services from the environment (dev/services.sh env)."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    return Settings.from_env(
+        input_topics=(f"{prefix}.in",),
+        prefix=prefix,
+        group_id=prefix,
+        partitions=partitions,
+    )
+
+
+def produce_backlog(s: Settings, count: int, dim: int) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "stream.cli", "produce", "--count", str(count),
+            "--dim", str(dim), "--vector-events", "--bootstrap", s.kafka_bootstrap,
+            "--model", f"{s.prefix}-model",
+        ],
+        cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
+        check=True, capture_output=True,
+    )  # fmt: skip
+    del out
+    return time.perf_counter() - t0
+
+
+def step_seconds() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for fam in metrics.REGISTRY.collect():
+        if fam.name == "clusterer_batch_seconds":
+            for smp in fam.samples:
+                if smp.name.endswith("_sum"):
+                    out[smp.labels["step"]] = round(smp.value, 3)
+    return out
+
+
+def assigned() -> float:
+    for fam in metrics.REGISTRY.collect():
+        if fam.name == "clusterer_items_assigned":
+            for smp in fam.samples:
+                if smp.name.endswith("_total"):
+                    return float(smp.value)
+    return 0.0
+
+
+def throughput(count: int, dim: int, partitions: int) -> dict[str, object]:
+    s = settings(partitions)
+    ensure_topics(s, include_inputs=True)
+    produce_s = produce_backlog(s, count, dim)
+    svc = Service(s, EngineConfig(), serve_http=False)
+    svc.start()
+    assert svc.router is not None and svc.worker is not None
+    base = assigned()
+    t0 = time.perf_counter()
+    while assigned() - base < count:
+        svc.router.poll()
+        svc.worker.poll()
+    dt = time.perf_counter() - t0
+    svc.worker.poll()  # lets the idle path settle the published offsets
+    steps = step_seconds()
+    svc.close()
+    return {
+        "mode": "throughput",
+        "dim": dim,
+        "events": count,
+        "events_per_s": round(count / dt),
+        "seconds": round(dt, 2),
+        "backlog_produce_seconds": round(produce_s, 2),
+        "worker_seconds_by_step": steps,
+        "router_seconds": round(dt - steps.get("total", 0.0), 2),
+    }
+
+
+def latency(rate: float, seconds: float, dim: int, partitions: int) -> dict[str, object]:
+    s = settings(partitions)
+    ensure_topics(s, include_inputs=True)
+    count = int(rate * seconds)
+    svc = Service(s, EngineConfig(), serve_http=False)
+    svc.start()
+    assert svc.router is not None and svc.worker is not None
+    producer = subprocess.Popen(
+        [
+            sys.executable, "-m", "stream.cli", "produce", "--count", str(count),
+            "--dim", str(dim), "--vector-events", "--rate", str(rate),
+            "--bootstrap", s.kafka_bootstrap, "--model", f"{s.prefix}-model",
+        ],
+        cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
+    )  # fmt: skip
+    base = assigned()
+    recon_batches = 0
+    while assigned() - base < count:
+        svc.router.poll()
+        svc.worker.poll()
+        if producer.poll() not in (None, 0):
+            raise RuntimeError("producer failed")
+    producer.wait(60)
+    for fam in metrics.REGISTRY.collect():
+        if fam.name == "clusterer_reconsolidation_seconds":
+            recon_batches = int(next(x.value for x in fam.samples if x.name.endswith("_count")))
+    steps = step_seconds()
+    svc.close()
+    sent = read_times(s, s.input_topics[0], lambda v: json.loads(v)["item_id"])
+    done = read_times(s, s.assignments_topic, None)
+    lat = np.array([done[k] - sent[k] for k in sent if k in done], dtype=np.float64)
+    return {
+        "mode": "latency",
+        "dim": dim,
+        "offered_events_per_s": rate,
+        "events": int(lat.size),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "batches_with_reconsolidation": recon_batches,
+        "worker_seconds_by_step": steps,
+    }
+
+
+def read_times(s: Settings, topic: str, key_of: object) -> dict[str, int]:
+    """item id -> CreateTime (ms) of every message of a topic."""
+    c = Consumer(
+        {"bootstrap.servers": s.kafka_bootstrap, "group.id": f"lat-{uuid.uuid4()}",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    out: dict[str, int] = {}
+    try:
+        for p in range(s.partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if hi <= lo:
+                continue
+            c.assign([TopicPartition(topic, p, lo)])
+            last = lo - 1
+            while last < hi - 1:
+                ms = c.consume(5000, 2.0)
+                if not ms:
+                    break
+                for m in ms:
+                    if m.error() is not None:
+                        continue
+                    last = int(m.offset() or 0)
+                    key = key_of(m.value()) if callable(key_of) else (m.key() or b"").decode()
+                    out[key] = int(m.timestamp()[1])
+    finally:
+        c.close()
+    return out
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=("throughput", "latency"))
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--count", type=int, default=60_000)
+    ap.add_argument("--rate", type=float, default=5000)
+    ap.add_argument("--seconds", type=float, default=40)
+    ap.add_argument("--partitions", type=int, default=6)
+    args = ap.parse_args()
+    if args.mode == "throughput":
+        print(json.dumps(throughput(args.count, args.dim, args.partitions)))
+    else:
+        print(json.dumps(latency(args.rate, args.seconds, args.dim, args.partitions)))
+
+
+if __name__ == "__main__":
+    main()
