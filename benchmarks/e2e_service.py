@@ -82,6 +82,17 @@ def assigned() -> float:
     return 0.0
 
 
+def warm_up(svc: Service) -> None:
+    """Group join, partition assignment and the Redis rebuild happen before the clock runs
+    (the by-scope topic is still empty: the router has not polled yet)."""
+    assert svc.worker is not None
+    deadline = time.monotonic() + 60
+    while not svc.worker.runs or svc.worker.cache.needs_rebuild:
+        svc.worker.poll()
+        if time.monotonic() > deadline:
+            raise RuntimeError("worker did not get its partitions")
+
+
 def throughput(count: int, dim: int, partitions: int) -> dict[str, object]:
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
@@ -89,6 +100,7 @@ def throughput(count: int, dim: int, partitions: int) -> dict[str, object]:
     svc = Service(s, EngineConfig(), serve_http=False)
     svc.start()
     assert svc.router is not None and svc.worker is not None
+    warm_up(svc)
     base = assigned()
     t0 = time.perf_counter()
     while assigned() - base < count:
@@ -117,6 +129,7 @@ def latency(rate: float, seconds: float, dim: int, partitions: int) -> dict[str,
     svc = Service(s, EngineConfig(), serve_http=False)
     svc.start()
     assert svc.router is not None and svc.worker is not None
+    warm_up(svc)
     producer = subprocess.Popen(
         [
             sys.executable, "-m", "stream.cli", "produce", "--count", str(count),

@@ -532,11 +532,15 @@ class Worker:
         for p in list(self.runs):
             tp = TopicPartition(self.topic, p)
             try:
-                lo, hi = self.consumer.get_watermark_offsets(tp, timeout=1, cached=False)
+                # the consumer's own view from its last fetch: no broker round trip (a
+                # blocking query per partition cost up to its timeout on idle partitions)
+                lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
                 pos = self.consumer.position([tp])[0].offset
             except Exception:  # a gauge must never stop the loop
                 continue
-            lag = hi - pos if pos is not None and pos >= 0 else hi - lo
+            if hi < 0:
+                continue
+            lag = hi - pos if pos is not None and pos >= 0 else hi - max(lo, 0)
             metrics.consumer_lag.labels(self.topic, str(p)).set(max(lag, 0))
         for run in self.runs.values():
             for st in run.engine.scopes.values():
