@@ -103,9 +103,9 @@ class Store:
     async def ping(self) -> bool:
         try:
             async with self.pool.acquire(timeout=2) as conn:
-                await conn.fetchval("SELECT 1")
+                await conn.fetchval("SELECT 1", timeout=2)
             return True
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return False
 
     # ------------------------------------------------------------------ takeover

@@ -529,6 +529,11 @@ class Worker:
         if now - self._lag_at < 5.0:
             return
         self._lag_at = now
+        # readiness must notice a lost database even while no batch needs it
+        was = self.postgres_ok
+        self.postgres_ok = bool(self.run_sync(self.store.ping()))
+        if was and not self.postgres_ok:
+            log.warning("postgres unreachable")
         for p in list(self.runs):
             tp = TopicPartition(self.topic, p)
             try:

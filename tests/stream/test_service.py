@@ -164,12 +164,13 @@ def test_service_and_replay_cli_give_the_same_clusters(env: Env, tmp_path) -> No
 
 def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(env: Env) -> None:
     n = 2400
-    env.produce(stream_messages(env, n, models=2, seed=5))
+    msgs = stream_messages(env, n, models=2, seed=5)
+    env.produce(msgs[: n // 2])
     w = env.start_worker()
-    wait_until(lambda: len(env.memberships()) >= n // 4, 120, "a quarter committed", 0.2)
+    wait_until(lambda: len(env.memberships()) >= n // 8, 120, "some committed", 0.05)
     w.kill9()
-    partial = len(env.memberships())
-    assert partial < n, "the worker finished before it could be killed; raise n"
+    assert len(env.memberships()) <= n // 2
+    env.produce(msgs[n // 2 :])  # the stream goes on while no worker runs
     env.start_worker()
     members = wait_all_committed(env, n)
     assert len(members) == n
@@ -190,10 +191,12 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(env: Env) -> N
 
 def test_two_workers_rebalance_mid_stream_same_end_state(env: Env) -> None:
     n = 2400
-    env.produce(stream_messages(env, n, models=6, seed=9))
+    msgs = stream_messages(env, n, models=6, seed=9)
+    env.produce(msgs[: n // 2])
     env.start_worker()
-    wait_until(lambda: len(env.memberships()) >= n // 5, 120, "a fifth committed", 0.2)
+    wait_until(lambda: len(env.memberships()) >= n // 8, 120, "some committed", 0.05)
     second = env.start_worker()
+    env.produce(msgs[n // 2 :])
     members = wait_all_committed(env, n, timeout=180)
     assert members == reference(env)
     # the second worker took partitions: it logged an assignment of its own
@@ -301,11 +304,13 @@ def services_sh(*args: str) -> None:
 
 def test_postgres_restart_mid_stream_worker_retries_and_loses_nothing(env: Env) -> None:
     n = 2400
-    env.produce(stream_messages(env, n, models=2, seed=13))
+    msgs = stream_messages(env, n, models=2, seed=13)
+    env.produce(msgs[: n // 2])
     w = env.start_worker()
-    wait_until(lambda: len(env.memberships()) >= n // 5, 120, "a fifth committed", 0.2)
+    wait_until(lambda: len(env.memberships()) >= n // 8, 120, "some committed", 0.05)
     services_sh("stop", "postgres")
     try:
+        env.produce(msgs[n // 2 :])  # arrives while the database is down
         wait_until(
             lambda: "unreachable" in w.http("/readyz")[1], 60, "readiness to report postgres down"
         )
