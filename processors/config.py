@@ -23,6 +23,10 @@ class EngineConfig:
     """temporal closeness exp(-|dt|/tau) between the item and the cluster's last activity."""
     search_k: int = 8
     """nearest centroids fetched per item; more only matter at exact ties."""
+    search_backend: str = "faiss"
+    """"faiss" (the centroid index; on a GPU when faiss sees one) or "numpy" (CPU only: the
+    same exact search through numpy's BLAS, ~5x faster than the faiss-cpu wheel's bundled
+    BLAS on the benchmark machine, docs/benchmarks.md)."""
     search_threads: int = 1
     """OpenMP threads of the FAISS search. Segment searches are small; with more threads
     FAISS's OpenMP pool and numpy's BLAS threads fight over the cores (measured: 2.8x slower
@@ -91,6 +95,8 @@ class EngineConfig:
             raise ValueError("assign_threshold must be in (0, 1]")
         if self.reconsolidate_delay_items < 0:
             raise ValueError("reconsolidate_delay_items must be 0 or more")
+        if self.search_backend not in ("faiss", "numpy"):
+            raise ValueError('search_backend must be "faiss" or "numpy"')
         if self.search_threads < 0:
             raise ValueError("search_threads must be 0 (FAISS default) or more")
         if not 0.0 < self.merge_threshold <= 1.0:

@@ -386,7 +386,7 @@ class Engine:
             representative_ids=reps,
             metadata={
                 "algorithm": "faiss-leader+average-link+hdbscan",
-                "search_backend": backend_name(),
+                "search_backend": backend_name(cfg.search_backend),
                 "assign_threshold": cfg.assign_threshold,
                 "merge_threshold": cfg.merge_threshold,
                 "min_cluster_size": cfg.hdbscan_min_cluster_size,

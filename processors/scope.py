@@ -355,7 +355,9 @@ class ScopeState:
         x64 = x32.astype(np.float64)
         n_live = len(self.slot_of)
         if self.n_used:
-            dist, idx = knn_inner_product(x32, self.cent[: self.n_used], k, cfg.search_threads)
+            dist, idx = knn_inner_product(
+                x32, self.cent[: self.n_used], k, cfg.search_threads, cfg.search_backend
+            )
             cand = np.unique(idx[idx >= 0])
             cand = cand[self.cid[cand] >= 0]
             cand = cand[np.argsort(self.cid[cand], kind="stable")]

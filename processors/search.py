@@ -25,8 +25,10 @@ def gpu_resources() -> Any | None:
     return faiss.StandardGpuResources()  # pragma: no cover - no GPU on CI machines
 
 
-def backend_name() -> str:
-    return "faiss-gpu" if gpu_resources() is not None else "faiss-cpu"
+def backend_name(backend: str = "faiss") -> str:
+    if gpu_resources() is not None:
+        return "faiss-gpu"
+    return "faiss-cpu" if backend == "faiss" else "numpy-blas"
 
 
 @functools.cache
@@ -40,8 +42,12 @@ def knn_inner_product(
     base: npt.NDArray[np.float32],
     k: int,
     threads: int = 1,
+    backend: str = "faiss",
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """Top-k inner products of each query row against the base rows (k clipped to base)."""
+    """Top-k inner products of each query row against the base rows (k clipped to base),
+    best first. `backend="numpy"` (CPU only) computes the same exact search with numpy's
+    BLAS and a partial sort: the faiss-cpu wheels bundle an OpenBLAS that ran this product
+    about 5x slower here (docs/benchmarks.md); a GPU always goes through FAISS."""
     _set_threads(threads)
     k = min(k, base.shape[0])
     if k == 0:
@@ -51,5 +57,21 @@ def knn_inner_product(
     if res is not None:  # pragma: no cover - exercised only where a GPU exists
         dist, idx = faiss.knn_gpu(res, queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
         return dist, idx
+    if backend == "numpy":
+        return _knn_numpy(queries, base, k)
     dist, idx = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
     return dist, idx
+
+
+def _knn_numpy(
+    queries: npt.NDArray[np.float32], base: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    sims = queries @ base.T
+    if k < base.shape[0]:
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(base.shape[0]), sims.shape).copy()
+    top = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    return np.take_along_axis(top, order, axis=1), idx

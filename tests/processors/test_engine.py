@@ -293,3 +293,23 @@ def test_event_ids_are_standard_uuid5() -> None:
 
     for name in ("a", "document/m|1|created|document-1a2b3c4d-000001", "é|∑"):
         assert uuid5_str(name) == str(uuid.uuid5(_EVENT_NS, name))
+
+
+def test_numpy_search_backend_finds_the_same_neighbours() -> None:
+    from processors.search import knn_inner_product
+
+    x, _ = blobs(300, 24, 6, seed=2)
+    q, base = x[:50], x[50:]
+    d1, i1 = knn_inner_product(q, base, 5, backend="faiss")
+    d2, i2 = knn_inner_product(q, base, 5, backend="numpy")
+    assert np.array_equal(i1, i2)
+    assert np.allclose(d1, d2, atol=1e-5)
+    d3, i3 = knn_inner_product(q, base[:3], 5, backend="numpy")  # k clipped to the base
+    assert i3.shape == (50, 3) and (np.diff(d3, axis=1) <= 0).all()
+
+
+def test_numpy_backend_engine_matches_faiss_backend(small_stream):
+    x, _ = small_stream
+    _, a1, c1 = run(x, 64)
+    _, a2, c2 = run(x, 64, CFG.replace(search_backend="numpy"))
+    assert a1 == a2 and c1 == c2
