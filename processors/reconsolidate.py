@@ -116,7 +116,7 @@ def compute(job: Job) -> Job:
                     min_cluster_size=job.min_cluster_size,
                     min_samples=job.min_samples,
                     algorithm="brute",
-                    copy=True,
+                    copy=False,  # the job's float64 copy is private
                 )
                 .fit(job.pts.astype(np.float64))
                 .labels_.astype(np.int64)
@@ -164,8 +164,10 @@ def _describe_groups(
     item: list[str | None],
 ) -> list[ReconsolidationGroup]:
     groups = []
-    for g in sorted(set(int(v) for v in labels)):
-        idx = np.nonzero(labels == g)[0]
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for idx in np.split(order, bounds) if order.size else []:
+        g = int(labels[idx[0]])
         cids = sorted({scope.cluster_name(owner[i]) for i in idx})
         if g < 0:
             groups.append(
