@@ -93,43 +93,66 @@ def warm_up(svc: Service) -> None:
             raise RuntimeError("worker did not get its partitions")
 
 
-def throughput(count: int, dim: int, partitions: int) -> dict[str, object]:
+def router_process(s: Settings) -> subprocess.Popen[bytes]:
+    """`clusterer worker --role router` for this benchmark's topics, in its own process."""
+    env = {
+        **os.environ,
+        "CLUSTERER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "CLUSTERER_INPUT_TOPICS": s.input_topics[0],
+        "CLUSTERER_PREFIX": s.prefix,
+        "CLUSTERER_GROUP_ID": s.group_id,
+        "CLUSTERER_PARTITIONS": str(s.partitions),
+        "CLUSTERER_HTTP_PORT": "0",
+    }
+    cmd = [sys.executable, "-m", "stream.cli", "worker", "--role", "router"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env)
+
+
+def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, object]:
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     produce_s = produce_backlog(s, count, dim)
-    svc = Service(s, EngineConfig(), serve_http=False)
+    svc = Service(s, EngineConfig(), role="cluster" if split else "all", serve_http=False)
     svc.start()
-    assert svc.router is not None and svc.worker is not None
+    assert svc.worker is not None
     warm_up(svc)
+    router = router_process(s) if split else None
     base = assigned()
     t0 = time.perf_counter()
     while assigned() - base < count:
-        svc.router.poll()
+        if svc.router is not None:
+            svc.router.poll()
         svc.worker.poll()
     dt = time.perf_counter() - t0
+    if router is not None:
+        router.terminate()
+        router.wait(60)
     svc.worker.poll()  # lets the idle path settle the published offsets
     steps = step_seconds()
     svc.close()
     return {
-        "mode": "throughput",
+        "mode": "throughput" + (" (router in its own process)" if split else ""),
         "dim": dim,
         "events": count,
         "events_per_s": round(count / dt),
         "seconds": round(dt, 2),
         "backlog_produce_seconds": round(produce_s, 2),
         "worker_seconds_by_step": steps,
-        "router_seconds": round(dt - steps.get("total", 0.0), 2),
+        "router_seconds_in_loop": round(dt - steps.get("total", 0.0), 2),
     }
 
 
-def latency(rate: float, seconds: float, dim: int, partitions: int) -> dict[str, object]:
+def latency(
+    rate: float, seconds: float, dim: int, partitions: int, split: bool
+) -> dict[str, object]:
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     count = int(rate * seconds)
-    svc = Service(s, EngineConfig(), serve_http=False)
+    svc = Service(s, EngineConfig(), role="cluster" if split else "all", serve_http=False)
     svc.start()
-    assert svc.router is not None and svc.worker is not None
+    assert svc.worker is not None
     warm_up(svc)
+    router = router_process(s) if split else None
     producer = subprocess.Popen(
         [
             sys.executable, "-m", "stream.cli", "produce", "--count", str(count),
@@ -141,11 +164,15 @@ def latency(rate: float, seconds: float, dim: int, partitions: int) -> dict[str,
     base = assigned()
     recon_batches = 0
     while assigned() - base < count:
-        svc.router.poll()
+        if svc.router is not None:
+            svc.router.poll()
         svc.worker.poll()
         if producer.poll() not in (None, 0):
             raise RuntimeError("producer failed")
     producer.wait(60)
+    if router is not None:
+        router.terminate()
+        router.wait(60)
     for fam in metrics.REGISTRY.collect():
         if fam.name == "clusterer_reconsolidation_seconds":
             recon_batches = int(next(x.value for x in fam.samples if x.name.endswith("_count")))
@@ -155,7 +182,7 @@ def latency(rate: float, seconds: float, dim: int, partitions: int) -> dict[str,
     done = read_times(s, s.assignments_topic, None)
     lat = np.array([done[k] - sent[k] for k in sent if k in done], dtype=np.float64)
     return {
-        "mode": "latency",
+        "mode": "latency" + (" (router in its own process)" if split else ""),
         "dim": dim,
         "offered_events_per_s": rate,
         "events": int(lat.size),
@@ -205,11 +232,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=5000)
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--split", action="store_true", help="router in its own process")
     args = ap.parse_args()
     if args.mode == "throughput":
-        print(json.dumps(throughput(args.count, args.dim, args.partitions)))
+        print(json.dumps(throughput(args.count, args.dim, args.partitions, args.split)))
     else:
-        print(json.dumps(latency(args.rate, args.seconds, args.dim, args.partitions)))
+        print(json.dumps(latency(args.rate, args.seconds, args.dim, args.partitions, args.split)))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""The records of the by-scope repartition topic: validated per-vector events (vector as
-base64 little-endian float32, already checked and unit-norm) and item deletions, which are
-broadcast to every partition because the router does not know an item's scope."""
+"""The records of the by-scope repartition topic: validated per-vector events (a small JSON
+header and the raw little-endian float32 vector, already checked and unit-norm) and item
+deletions (JSON), which are broadcast to every partition because the router does not know an
+item's scope."""
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +33,13 @@ class Delete:
     item_id: str
 
 
+_MAGIC = b"S4v1"
+
+
 def encode_event(ev: VectorEvent, vector: npt.NDArray[np.float32]) -> bytes:
-    return json.dumps(
+    """Binary: magic, 4-byte header length, JSON header (ids, type, model, time, metadata),
+    then the raw little-endian float32 vector: no base64 and no float text on the hot path."""
+    header = json.dumps(
         {
             "item_id": ev.item_id,
             "document_id": ev.document_id,
@@ -42,10 +47,12 @@ def encode_event(ev: VectorEvent, vector: npt.NDArray[np.float32]) -> bytes:
             "embedding_model": ev.embedding_model,
             "event_time": ev.event_time,
             "metadata": ev.metadata,
-            "vector": base64.b64encode(vector.astype("<f4").tobytes()).decode(),
         },
         separators=(",", ":"),
     ).encode()
+    return b"".join(
+        (_MAGIC, len(header).to_bytes(4, "little"), header, vector.astype("<f4").tobytes())
+    )
 
 
 def encode_delete(item_id: str) -> bytes:
@@ -54,17 +61,43 @@ def encode_delete(item_id: str) -> bytes:
 
 def decode(value: bytes) -> Routed | Delete:
     """Records were written by the router after validation, so a failure here is a bug or a
-    foreign writer; callers dead-letter it like any bad input."""
-    obj = json.loads(value)
-    if obj.get("op") == "delete":
+    foreign writer; callers dead-letter it like any bad input (ValueError, KeyError)."""
+    if value[:4] != _MAGIC:
+        obj = json.loads(value)
+        if not isinstance(obj, dict) or obj.get("op") != "delete":
+            raise ValueError("not a by-scope record")
         return Delete(str(obj["item_id"]))
-    vec = np.frombuffer(base64.b64decode(obj["vector"]), dtype="<f4").astype(np.float32)
+    n = int.from_bytes(value[4:8], "little")
+    head = json.loads(value[8 : 8 + n])
+    body = memoryview(value)[8 + n :]
+    if len(body) % 4 or not len(body):
+        raise ValueError("vector bytes are not whole float32 values")
+    vec = np.frombuffer(body, dtype="<f4").astype(np.float32)
     return Routed(
-        item_id=str(obj["item_id"]),
-        document_id=obj.get("document_id"),
-        embedding_type=str(obj["embedding_type"]),
-        embedding_model=str(obj["embedding_model"]),
-        event_time=float(obj["event_time"]),
-        metadata=dict(obj.get("metadata") or {}),
+        item_id=str(head["item_id"]),
+        document_id=head.get("document_id"),
+        embedding_type=str(head["embedding_type"]),
+        embedding_model=str(head["embedding_model"]),
+        event_time=float(head["event_time"]),
+        metadata=dict(head.get("metadata") or {}),
         vector=vec,
     )
+
+
+def as_input_json(rec: Routed) -> bytes:
+    """A routed event as the per-vector input message it stands for (vector in base64):
+    what a dead letter decided after routing carries, readable and re-playable."""
+    import base64
+
+    return json.dumps(
+        {
+            "item_id": rec.item_id,
+            "document_id": rec.document_id,
+            "embedding_type": rec.embedding_type,
+            "embedding_model": rec.embedding_model,
+            "event_time": rec.event_time,
+            "metadata": rec.metadata,
+            "vector": base64.b64encode(rec.vector.astype("<f4").tobytes()).decode(),
+        },
+        separators=(",", ":"),
+    ).encode()

@@ -278,7 +278,7 @@ class Worker:
                 err = InputError(
                     "dimension_mismatch", f"scope {key.name} uses {dim} dimensions, got {got}"
                 )
-                self._dead(m, err, write, pending)
+                self._dead(m, err, write, pending, records.as_input_json(rec))
                 continue
             if seg and seg[0][0].vector.shape[0] != dim:
                 flush()  # one matrix per engine call: scopes of another dimension wait
@@ -287,7 +287,12 @@ class Worker:
         return out
 
     def _dead(
-        self, m: Message, err: InputError, write: BatchWrite | None, pending: Pending
+        self,
+        m: Message,
+        err: InputError,
+        write: BatchWrite | None,
+        pending: Pending,
+        value: bytes | None = None,
     ) -> None:
         """Worker-side dead letters (e.g. a dimension the scope does not use) go through the
         outbox: they are decided by the engine state, so they commit with it."""
@@ -296,7 +301,7 @@ class Worker:
         metrics.dead_lettered.labels(err.reason).inc()
         eid = str(uuid.uuid5(_DLQ_NS, f"{m.topic()}|{m.partition()}|{m.offset()}"))
         headers = dlq_headers(m, err)
-        value = m.value() or b""
+        value = value if value is not None else (m.value() or b"")
         write.outbox.append((eid, self.s.dlq_topic, m.key(), value, json.dumps(headers)))
         pending.outbox_ids.append(eid)
         pending.out.append((self.s.dlq_topic, m.key(), value, headers))

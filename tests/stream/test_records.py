@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from schemas.inputs import VectorEvent
+from stream import records
+
+
+def test_event_round_trip_keeps_every_field_and_the_exact_vector() -> None:
+    v = np.random.default_rng(0).standard_normal(384).astype(np.float32)
+    ev = VectorEvent(
+        item_id="i1",
+        document_id="d1",
+        embedding_type="event",
+        embedding_model="m",
+        event_time=1.7e9,
+        metadata={"title": "é ∑", "domain": "x"},
+        vector=v.tolist(),
+    )
+    rec = records.decode(records.encode_event(ev, v))
+    assert isinstance(rec, records.Routed)
+    assert (rec.item_id, rec.document_id, rec.embedding_type) == ("i1", "d1", "event")
+    assert rec.metadata == {"title": "é ∑", "domain": "x"} and rec.event_time == 1.7e9
+    assert np.array_equal(rec.vector, v)
+    back = json.loads(records.as_input_json(rec))
+    assert VectorEvent.model_validate(back).item_id == "i1"
+
+
+def test_delete_round_trip() -> None:
+    rec = records.decode(records.encode_delete("x"))
+    assert rec == records.Delete("x")
+
+
+@pytest.mark.parametrize("value", [b"", b"{}", b"[1]", b"S4v1\x05\x00\x00\x00{}", b"nonsense"])
+def test_foreign_bytes_are_rejected(value: bytes) -> None:
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        records.decode(value)
