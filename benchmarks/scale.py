@@ -109,7 +109,7 @@ def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
 def run_recon(clusters: int, dim: int, repeats: int) -> dict[str, float]:
     """A scope holding `clusters` active clusters (each seeded with reservoir members), then
     timed reconsolidations of it."""
-    cfg = EngineConfig(max_reconsolidation_points=6000)
+    cfg = EngineConfig()
     eng = Engine(cfg)
     key = ScopeKey("document", f"recon-{dim}")
     rng = np.random.default_rng(1)

@@ -61,7 +61,10 @@ class EngineConfig:
     reservoir_size: int = 8
     hdbscan_min_cluster_size: int = 5
     hdbscan_min_samples: int = 3
-    max_reconsolidation_points: int = 6_000
+    max_reconsolidation_points: int = 5_000
+    """point budget of one HDBSCAN run: centroids first, then reservoir members round-robin.
+    HDBSCAN is quadratic in points; 5,000 keeps a run under ~1 s here (6,000 took 2.6 s,
+    docs/benchmarks.md). A scope with more active clusters still uses all its centroids."""
     split_fraction: float = 0.3
     """MONIC: each part of a split holds at least this share of the old cluster."""
     survival_fraction: float = 0.7
