@@ -103,7 +103,3 @@ class Cache:
             return n
         self.needs_rebuild = False
         return n
-
-    def lookup(self, cluster_type: str, item_id: str) -> str | None:
-        value = self.client.hget(self.items_key(cluster_type), item_id)
-        return value.decode() if isinstance(value, bytes) else None

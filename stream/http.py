@@ -20,7 +20,6 @@ class Health:
     def __init__(self, stall_seconds: float = 60.0) -> None:
         self.stall_seconds = stall_seconds
         self.last_loop = time.monotonic()
-        self.detail: dict[str, Any] = {}
         self.ready_check: Callable[[], tuple[bool, dict[str, Any]]] = lambda: (False, {})
 
     def beat(self) -> None:

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from processors.config import EngineConfig
 from processors.engine import BatchResult, Engine
 from processors.representatives import document_frequency
-from processors.scope import ACTIVE, ScopeKey, ScopeState
+from processors.scope import ACTIVE, ScopeState
 from schemas.validation import InputError
 from state.cache import Cache
 from state.db import BatchWrite, ClusterRow, ItemRow, PartitionState, Store
@@ -566,9 +566,6 @@ class Worker:
             "redis": "degraded" if self.cache.degraded else "ok",
         }
         return bool(self.runs) and self.postgres_ok, detail
-
-    def scopes(self) -> dict[str, ScopeKey]:
-        return {st.name: k for run in self.runs.values() for k, st in run.engine.scopes.items()}
 
     def close(self) -> None:
         self.consumer.close()
