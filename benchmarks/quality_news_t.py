@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "news-t"
 
 
 def main() -> None:
+    logging.disable(logging.WARNING)  # size warnings are expected on this set
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--hdbscan", action="store_true", help="also batch HDBSCAN (slow)")
