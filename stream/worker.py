@@ -71,6 +71,8 @@ class Pending:
 
 
 class Worker:
+    DB_CALL_TIMEOUT = 120.0  # one batch commit (or load) never waits longer than this
+
     def __init__(
         self,
         s: Settings,
@@ -94,6 +96,7 @@ class Worker:
         self._lag_at = 0.0
         self._warned: dict[str, int] = {}
         self._settled: dict[int, int] = {}  # published offset last written per partition
+        self._db_since: float | None = None  # start of the database call in flight
         common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
         self.consumer = Consumer(
             {
@@ -503,8 +506,9 @@ class Worker:
         """Run one database call, retrying with backoff while Postgres is unreachable."""
         delay, deadline = 0.2, time.monotonic() + limit_seconds
         while True:
+            self._db_since = time.monotonic()
             try:
-                out = self.run_sync(make())
+                out = self.run_sync(asyncio.wait_for(make(), self.DB_CALL_TIMEOUT))
                 if not self.postgres_ok:
                     log.warning("postgres is reachable again")
                 self.postgres_ok = True
@@ -514,14 +518,16 @@ class Worker:
                 metrics.postgres_retries.inc()
                 if time.monotonic() > deadline:
                     raise
-                log.warning("postgres call failed (%s); retrying in %.1fs", exc, delay)
+                log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
                 self.health.beat()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            finally:
+                self._db_since = None
 
     def _rebuild_cache(self) -> None:
-        n = self.run_sync(
-            self.cache.rebuild(self.store.memberships, self.store.live_cluster_summaries)
+        n = self._retry_db(
+            lambda: self.cache.rebuild(self.store.memberships, self.store.live_cluster_summaries)
         )
         if not self.cache.needs_rebuild:
             log.info("redis cache rebuilt from postgres: %d items", n)
@@ -536,7 +542,10 @@ class Worker:
         self._lag_at = now
         # readiness must notice a lost database even while no batch needs it
         was = self.postgres_ok
-        self.postgres_ok = bool(self.run_sync(self.store.ping()))
+        try:
+            self.postgres_ok = bool(self.run_sync(asyncio.wait_for(self.store.ping(), 10)))
+        except TimeoutError:
+            self.postgres_ok = False
         if was and not self.postgres_ok:
             log.warning("postgres unreachable")
         for p in list(self.runs):
@@ -560,12 +569,17 @@ class Worker:
                 metrics.candidate_clusters.labels(st.name).set(live.size - active)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Called from the HTTP thread: reads flags only. A database call in flight for more
+        than a few seconds counts as unreachable (the loop is waiting on it)."""
+        since = self._db_since
+        stalled = since is not None and time.monotonic() - since > 5.0
+        pg_ok = self.postgres_ok and not stalled
         detail = {
             "partitions": sorted(self.runs),
-            "postgres": "ok" if self.postgres_ok else "unreachable",
+            "postgres": "ok" if pg_ok else "unreachable",
             "redis": "degraded" if self.cache.degraded else "ok",
         }
-        return bool(self.runs) and self.postgres_ok, detail
+        return bool(self.runs) and pg_ok, detail
 
     def close(self) -> None:
         self.consumer.close()

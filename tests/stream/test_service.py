@@ -311,9 +311,14 @@ def test_postgres_restart_mid_stream_worker_retries_and_loses_nothing(env: Env) 
     services_sh("stop", "postgres")
     try:
         env.produce(msgs[n // 2 :])  # arrives while the database is down
-        wait_until(
-            lambda: "unreachable" in w.http("/readyz")[1], 60, "readiness to report postgres down"
-        )
+        try:
+            wait_until(
+                lambda: "unreachable" in w.http("/readyz")[1],
+                60,
+                "readiness to report postgres down",
+            )
+        except AssertionError as exc:  # say what the worker was doing
+            raise AssertionError(f"{exc}; worker log tail:\n{w.log.read_text()[-3000:]}") from exc
         assert w.http("/readyz")[0] == 503
     finally:
         services_sh("up")
