@@ -127,15 +127,17 @@ pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
 pg_up() {
     if [ -z "$PG_BIN" ]; then apt_install postgresql; PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); fi
     if pg_ready; then return 0; fi
-    local pdir=$DIR/postgres
+    local data pdir
+    data=$(pg_data_dir)
+    pdir=$(dirname "$data")
     mkdir -p "$pdir"
     chown postgres:postgres "$pdir"
     chmod o+x "$DIR" "$(dirname "$DIR")" 2>/dev/null || true
-    if [ ! -f "$pdir/data/PG_VERSION" ]; then
-        pg initdb -D "$pdir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+    if [ ! -f "$data/PG_VERSION" ]; then
+        pg initdb -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
     fi
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-    pg pg_ctl -D "$pdir/data" -l "$pdir/server.log" -w -t 60 \
+    pg pg_ctl -D "$data" -l "$pdir/server.log" -w -t 60 \
         -o "-p $PG_PORT -k $pdir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=100" start >/dev/null
     wait_for 60 "PostgreSQL" pg_ready
     if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "select 1 from pg_database where datname='clusterer'" | grep -q 1; then
@@ -144,9 +146,26 @@ pg_up() {
 }
 
 pg_down() {
-    local pdir=$DIR/postgres
-    [ -f "$pdir/data/postmaster.pid" ] || return 0
-    pg pg_ctl -D "$pdir/data" -m fast -w -t 60 stop >/dev/null || true
+    # the server on our port, wherever its data lives (another checkout may have started it)
+    local data=""
+    if pg_ready; then
+        data=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "show data_directory" 2>/dev/null || true)
+    fi
+    [ -n "$data" ] || data=$(pg_data_dir)
+    [ -f "$data/postmaster.pid" ] || return 0
+    mkdir -p "$DIR"
+    echo "$data" >"$DIR/postgres-data-dir"  # `up` restarts this same server
+    pg pg_ctl -D "$data" -m fast -w -t 60 stop >/dev/null || true
+}
+
+pg_data_dir() {
+    local remembered
+    remembered=$(cat "$DIR/postgres-data-dir" 2>/dev/null || true)
+    if [ -n "$remembered" ] && [ -f "$remembered/PG_VERSION" ]; then
+        echo "$remembered"
+    else
+        echo "$DIR/postgres/data"
+    fi
 }
 
 # ---------------------------------------------------------------- Redis
