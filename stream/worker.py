@@ -44,7 +44,13 @@ from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 _DLQ_NS = uuid.UUID("7a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by an outage
+    TimeoutError,
+)
 
 Header = list[tuple[str, str | bytes | None]]
 Out = tuple[str, bytes | None, bytes | None, Header | None]
@@ -516,6 +522,7 @@ class Worker:
             except _DB_ERRORS as exc:
                 self.postgres_ok = False
                 metrics.postgres_retries.inc()
+                self._reset_pool()
                 if time.monotonic() > deadline:
                     raise
                 log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
@@ -524,6 +531,13 @@ class Worker:
                 delay = min(delay * 2, 5.0)
             finally:
                 self._db_since = None
+
+    def _reset_pool(self) -> None:
+        """After a failure no pooled connection is trusted: the next call opens new ones."""
+        try:
+            self.run_sync(asyncio.wait_for(self.store.pool.expire_connections(), 10))
+        except (*_DB_ERRORS, RuntimeError):
+            pass
 
     def _rebuild_cache(self) -> None:
         n = self._retry_db(
@@ -544,8 +558,10 @@ class Worker:
         was = self.postgres_ok
         try:
             self.postgres_ok = bool(self.run_sync(asyncio.wait_for(self.store.ping(), 10)))
-        except TimeoutError:
+        except _DB_ERRORS:
             self.postgres_ok = False
+        if not self.postgres_ok:
+            self._reset_pool()
         if was and not self.postgres_ok:
             log.warning("postgres unreachable")
         for p in list(self.runs):
