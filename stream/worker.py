@@ -103,6 +103,7 @@ class Worker:
         self._warned: dict[str, int] = {}
         self._settled: dict[int, int] = {}  # published offset last written per partition
         self._db_since: float | None = None  # start of the database call in flight
+        self._kafka_committed: dict[int, int] = {}  # position last committed to Kafka
         common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
         self.consumer = Consumer(
             {
@@ -207,6 +208,7 @@ class Worker:
             done = [tp for tp in self.consumer.position(tps) if tp.offset >= 0]
             if done:
                 self.consumer.commit(offsets=done, asynchronous=True)
+                self._kafka_committed.update({tp.partition: tp.offset for tp in done})
         if self.cache.apply(pending.cache_set, pending.cache_del, pending.cache_summaries):
             metrics.redis_degraded.set(0)
         else:
@@ -481,6 +483,7 @@ class Worker:
             for p, run in self.runs.items()
             if run.published > self._settled.get(p, -1)
         ]
+        self._commit_positions()
         if not stale and not self.sent_ids:
             return
         write = BatchWrite(self.s.group_id, offsets=stale, sent_event_ids=self.sent_ids)
@@ -488,6 +491,19 @@ class Worker:
         self.sent_ids = []
         for _, p, _, pub in stale:
             self._settled[p] = pub
+
+    def _commit_positions(self) -> None:
+        """Idle: the consumer may have stepped over a trailing transaction marker since the
+        last commit; committing its position lets lag tools read 0."""
+        tps = [TopicPartition(self.topic, p) for p in self.runs]
+        moved = [
+            tp
+            for tp in self.consumer.position(tps)
+            if tp.offset >= 0 and tp.offset != self._kafka_committed.get(tp.partition)
+        ]
+        if moved:
+            self.consumer.commit(offsets=moved, asynchronous=True)
+            self._kafka_committed.update({tp.partition: tp.offset for tp in moved})
 
     # ------------------------------------------------------------------ outbox relay
     def relay_outbox(self) -> int:
