@@ -278,16 +278,7 @@ def _split(
             vec = scope.res_vec[slot, p].copy()
             scope.res_ids[slot][p] = None
             scope.facets[slot].add(m.facets, -1)
-            scope.add_member(
-                ns,
-                vec.astype(np.float64),
-                vec,
-                it,
-                m.document_id,
-                m.event_time,
-                m.facets,
-                vector_weight=False,
-            )
+            scope.record_member(ns, vec, it, m.document_id, m.event_time, m.facets)
             moved.append(it)
         scope.t_first[ns] = min((m.event_time for m in scope.members[ns].values()), default=t)
         scope.t_last[ns] = max((m.event_time for m in scope.members[ns].values()), default=t)

@@ -238,49 +238,7 @@ class ScopeState:
         self.status[slot] = CANDIDATE
         return slot
 
-    def add_member(
-        self,
-        slot: int,
-        x: npt.NDArray[np.float64],
-        x32: npt.NDArray[np.float32],
-        item: str,
-        doc: str | None,
-        t: float,
-        facets: Facets,
-        vector_weight: bool = True,
-    ) -> float:
-        """Record membership; when `vector_weight`, also fold x into the sums. Returns the
-        factor the old linear sum was scaled by (negative: an additive update, see _fold)."""
-        scale = 1.0
-        if vector_weight:
-            scale = self._fold(slot, x, t)
-            self.cent[slot] = self.ls[slot] / self.norm[slot]
-            self.dirty.discard(slot)
-        self._record(slot, x32, item, doc, t, facets)
-        return scale
-
-    def _fold(self, slot: int, x: npt.NDArray[np.float64], t: float) -> float:
-        """Fold x into the decayed sums. Returns the factor the old sum was scaled by, or minus
-        the weight x entered with when x is older than the cluster (sum unscaled). The centroid
-        row is refreshed later (`dirty`): only the next search reads it."""
-        ls = self.ls[slot]
-        tref = float(self.tref[slot])
-        if t >= tref:
-            scale = math.exp(-_LN2 * (t - tref) / self.cfg.half_life_seconds)
-            ls *= scale
-            ls += x
-            self.w[slot] = self.w[slot] * scale + 1.0
-            self.tref[slot] = t
-        else:
-            wt = math.exp(-_LN2 * (tref - t) / self.cfg.half_life_seconds)
-            ls += wt * x
-            self.w[slot] += wt
-            scale = -wt
-        self.norm[slot] = math.sqrt(float(ls @ ls))
-        self.dirty.add(slot)
-        return scale
-
-    def _record(
+    def record_member(
         self,
         slot: int,
         x32: npt.NDArray[np.float32],
@@ -288,10 +246,9 @@ class ScopeState:
         doc: str | None,
         t: float,
         facets: Facets,
-        weight: float | None = None,
     ) -> None:
-        """Membership bookkeeping of one item. `weight` is the cluster weight right after
-        this item joined (the kernel has already moved on); default: the current weight."""
+        """Membership bookkeeping of one item whose vector is already in the cluster's sums
+        (a split moving members); assignment records whole segments (`_record_segment`)."""
         if t < self.t_first[slot]:
             self.t_first[slot] = t
         if t > self.t_last[slot]:
@@ -310,10 +267,9 @@ class ScopeState:
         self.touched.add(slot)
         if len(mem) > self.cfg.size_warning and int(self.cid[slot]) not in self.size_warned:
             self._warn_size(slot)
-        w_now = float(self.w[slot]) if weight is None else weight
-        if self.status[slot] == CANDIDATE and w_now >= self.cfg.min_weight:
+        if self.status[slot] == CANDIDATE and self.w[slot] >= self.cfg.min_weight:
             self.status[slot] = ACTIVE
-            self.emit("created", slot, weight=w_now)
+            self.emit("created", slot)
 
     def _warn_size(self, slot: int) -> None:
         self.size_warned.add(int(self.cid[slot]))
@@ -418,7 +374,7 @@ class ScopeState:
         is_new: npt.NDArray[np.bool_],
         out_status: npt.NDArray[np.int8],
     ) -> None:
-        """`_record` for a whole segment, in item order (the same effects, fewer numpy calls):
+        """`record_member` for a whole segment, in item order (the same effects, fewer numpy calls):
         memberships, reservoir rings, facets, promotions (`created`), drift samples."""
         cfg = self.cfg
         r = cfg.reservoir_size

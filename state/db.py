@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _LOCK_KEY = 0x5354_4734  # advisory lock: one migrator at a time
 
+# what an unreachable or restarting database raises; callers retry on these
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by an outage
+    TimeoutError,
+)
+
 
 def migration_files() -> list[tuple[int, str, Path]]:
     out = []
@@ -105,13 +114,7 @@ class Store:
             async with self.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1", timeout=2)
             return True
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.exceptions.InternalClientError,
-            TimeoutError,
-        ):
+        except DB_ERRORS:
             return False
 
     # ------------------------------------------------------------------ takeover

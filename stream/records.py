@@ -5,6 +5,7 @@ item's scope."""
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +88,6 @@ def decode(value: bytes) -> Routed | Delete:
 def as_input_json(rec: Routed) -> bytes:
     """A routed event as the per-vector input message it stands for (vector in base64):
     what a dead letter decided after routing carries, readable and re-playable."""
-    import base64
-
     return json.dumps(
         {
             "item_id": rec.item_id,

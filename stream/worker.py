@@ -16,6 +16,7 @@ again. Checkpoints every `checkpoint_items` items bound the replay, hence the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -26,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -36,21 +36,15 @@ from processors.representatives import document_frequency
 from processors.scope import ACTIVE, ScopeState
 from schemas.validation import InputError
 from state.cache import Cache
-from state.db import BatchWrite, ClusterRow, ItemRow, PartitionState, Store
+from state.db import DB_ERRORS, BatchWrite, ClusterRow, ItemRow, PartitionState, Store
 from stream import metrics, records
 from stream.http import Health
 from stream.router import dlq_headers
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+_RESET_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, RuntimeError)
 _DLQ_NS = uuid.UUID("7a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
-_DB_ERRORS = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by an outage
-    TimeoutError,
-)
 
 Header = list[tuple[str, str | bytes | None]]
 Out = tuple[str, bytes | None, bytes | None, Header | None]
@@ -535,7 +529,7 @@ class Worker:
                     log.warning("postgres is reachable again")
                 self.postgres_ok = True
                 return out
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self.postgres_ok = False
                 metrics.postgres_retries.inc()
                 self._reset_pool()
@@ -550,10 +544,8 @@ class Worker:
 
     def _reset_pool(self) -> None:
         """After a failure no pooled connection is trusted: the next call opens new ones."""
-        try:
+        with contextlib.suppress(*_RESET_ERRORS):
             self.run_sync(asyncio.wait_for(self.store.pool.expire_connections(), 10))
-        except (*_DB_ERRORS, RuntimeError):
-            pass
 
     def _rebuild_cache(self) -> None:
         n = self._retry_db(
@@ -574,7 +566,7 @@ class Worker:
         was = self.postgres_ok
         try:
             self.postgres_ok = bool(self.run_sync(asyncio.wait_for(self.store.ping(), 10)))
-        except _DB_ERRORS:
+        except DB_ERRORS:
             self.postgres_ok = False
         if not self.postgres_ok:
             self._reset_pool()
