@@ -79,6 +79,23 @@ ClusterRow = tuple[
 ]
 ItemRow = tuple[str, str, str, str, str | None, float | None, float | None]
 OutboxRow = tuple[str, str, bytes | None, bytes, str]
+OffsetRow = tuple[str, int, int, int, int | None]
+"""topic, partition, next offset, published offset, and the next offset the writer believes
+is stored now (None: no row yet). The commit only goes through if that belief holds."""
+
+
+class Fenced(Exception):
+    """Another worker advanced a partition since this one loaded it: this worker's state for
+    that partition is stale (a zombie after a rebalance it has not seen yet). Its batch is
+    rolled back whole; it must reload the partition from Postgres, never retry the batch."""
+
+    def __init__(self, topic: str, partition: int, expected: int | None) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: stored offset is no longer {expected}; another worker"
+            " committed this partition"
+        )
+        self.topic = topic
+        self.partition = partition
 
 
 @dataclass
@@ -91,7 +108,7 @@ class BatchWrite:
     removed: list[tuple[str, str, str]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     runs: list[ReconsolidationRecord] = field(default_factory=list)
-    offsets: list[tuple[str, int, int, int]] = field(default_factory=list)
+    offsets: list[OffsetRow] = field(default_factory=list)
     checkpoints: list[tuple[str, int, int, bytes]] = field(default_factory=list)
     sent_event_ids: list[str] = field(default_factory=list)
 
@@ -145,6 +162,9 @@ class Store:
     # ------------------------------------------------------------------ the batch commit
     async def commit(self, b: BatchWrite) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
+            # first: the fence takes the partitions' row locks, so a rival writer waits here
+            # and then finds the offset moved, before either writes anything else
+            await self._advance_offsets(conn, b.group, b.offsets)
             if b.sent_event_ids:
                 await conn.execute(
                     "UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[])"
@@ -173,16 +193,6 @@ class Store:
                 )
             for run in b.runs:
                 await self._insert_run(conn, run)
-            if b.offsets:
-                await conn.executemany(
-                    "INSERT INTO consumed_offsets AS o (consumer_group, topic, partition,"
-                    " next_offset, published_offset) VALUES ($1, $2, $3, $4, $5)"
-                    " ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET"
-                    " next_offset = EXCLUDED.next_offset,"
-                    " published_offset = GREATEST(o.published_offset, EXCLUDED.published_offset),"
-                    " updated_at = now()",
-                    [(b.group, t, p, n, pub) for t, p, n, pub in b.offsets],
-                )
             if b.checkpoints:
                 await conn.executemany(
                     "INSERT INTO engine_checkpoints (consumer_group, topic, partition, next_offset,"
@@ -191,6 +201,38 @@ class Store:
                     " state = EXCLUDED.state, created_at = now()",
                     [(b.group, t, p, n, s) for t, p, n, s in b.checkpoints],
                 )
+
+    @staticmethod
+    async def _advance_offsets(conn: Any, group: str, offsets: list[OffsetRow]) -> None:
+        """Compare-and-set per partition (in partition order, so two writers lock in the same
+        order): the stored next offset must still be the one this writer started from."""
+        for topic, part, nxt, pub, expected in sorted(offsets, key=lambda o: (o[0], o[1])):
+            if expected is None:
+                ok = await conn.fetchval(
+                    "INSERT INTO consumed_offsets (consumer_group, topic, partition,"
+                    " next_offset, published_offset) VALUES ($1, $2, $3, $4, $5)"
+                    " ON CONFLICT (consumer_group, topic, partition) DO NOTHING RETURNING 1",
+                    group,
+                    topic,
+                    part,
+                    nxt,
+                    pub,
+                )
+            else:
+                ok = await conn.fetchval(
+                    "UPDATE consumed_offsets SET next_offset = $4,"
+                    " published_offset = GREATEST(published_offset, $5), updated_at = now()"
+                    " WHERE consumer_group = $1 AND topic = $2 AND partition = $3"
+                    " AND next_offset = $6 RETURNING 1",
+                    group,
+                    topic,
+                    part,
+                    nxt,
+                    pub,
+                    expected,
+                )
+            if ok is None:
+                raise Fenced(topic, part, expected)
 
     async def _upsert_clusters(self, conn: Any, rows: list[ClusterRow]) -> None:
         await conn.execute(

@@ -75,3 +75,9 @@ postgres_retries = Counter(
     "Batch commits retried after a database error",
     registry=REGISTRY,
 )
+fenced = Counter(
+    "clusterer_fenced_batches_total",
+    "Batch commits refused because another worker had committed the partition meanwhile"
+    " (the batch is dropped and the partition reloaded)",
+    registry=REGISTRY,
+)

@@ -36,7 +36,7 @@ from processors.representatives import document_frequency
 from processors.scope import ACTIVE, ScopeState
 from schemas.validation import InputError
 from state.cache import Cache
-from state.db import DB_ERRORS, BatchWrite, ClusterRow, ItemRow, PartitionState, Store
+from state.db import DB_ERRORS, BatchWrite, ClusterRow, Fenced, ItemRow, PartitionState, Store
 from stream import metrics, records
 from stream.http import Health
 from stream.router import dlq_headers
@@ -55,6 +55,7 @@ class PartitionRun:
     engine: Engine
     replay_until: int  # records below: their effects are already in Postgres
     published: int  # records below: their outputs are already published
+    stored: int | None  # next offset in Postgres as this worker last saw it (None: no row)
     since_checkpoint: int = 0
 
 
@@ -127,26 +128,41 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances.labels("assigned").inc()
         for tp in partitions:
-            st: PartitionState = self._retry_db(
-                functools.partial(
-                    self.store.load_partition, self.s.group_id, tp.topic, tp.partition
-                )
-            )
-            engine = pickle.loads(st.checkpoint) if st.checkpoint else Engine(self.cfg)
-            start = st.checkpoint_offset if st.checkpoint_offset is not None else 0
-            stored = st.next_offset if st.next_offset is not None else start
-            published = st.published_offset if st.published_offset is not None else start
-            self.runs[tp.partition] = PartitionRun(engine, stored, published)
-            tp.offset = start
-            log.info(
-                "partition %d: checkpoint at %d, stored offset %d, published %d",
-                tp.partition,
-                start,
-                stored,
-                published,
-            )
+            tp.offset = self._take_over(tp.partition)
         consumer.assign(partitions)
         self.relay_outbox()
+
+    def _take_over(self, partition: int) -> int:
+        """Rebuild a partition's engine from Postgres; returns the offset to read from."""
+        st: PartitionState = self._retry_db(
+            functools.partial(self.store.load_partition, self.s.group_id, self.topic, partition)
+        )
+        engine = pickle.loads(st.checkpoint) if st.checkpoint else Engine(self.cfg)
+        start = st.checkpoint_offset if st.checkpoint_offset is not None else 0
+        stored = st.next_offset if st.next_offset is not None else start
+        published = st.published_offset if st.published_offset is not None else start
+        self.runs[partition] = PartitionRun(engine, stored, published, st.next_offset)
+        log.info(
+            "partition %d: checkpoint at %d, stored offset %d, published %d",
+            partition,
+            start,
+            stored,
+            published,
+        )
+        return start
+
+    def _fenced(self, exc: Fenced, partitions: list[int]) -> None:
+        """Another worker committed one of these partitions since this one loaded it (this
+        one missed a rebalance: a zombie). The whole batch was rolled back, so every
+        partition in it is reloaded from what Postgres holds and read again from there;
+        nothing of the batch was published. If the partition really moved, the revocation
+        follows at the next poll."""
+        metrics.fenced.inc()
+        log.warning("commit fenced (%s); reloading partitions %s", exc, partitions)
+        for p in partitions:
+            if p in self.runs:
+                start = self._take_over(p)
+                self.consumer.seek(TopicPartition(self.topic, p, start))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances.labels("revoked").inc()
@@ -184,7 +200,12 @@ class Worker:
             n += len(ms)
         t1 = time.perf_counter()
         metrics.batch_seconds.labels("engine").observe(t1 - t0)
-        self._retry_db(lambda: self.store.commit(write))
+        try:
+            self._retry_db(lambda: self.store.commit(write))
+        except Fenced as exc:
+            self._fenced(exc, sorted(good))
+            return 0
+        self._stored(write)
         t2 = time.perf_counter()
         metrics.batch_seconds.labels("postgres").observe(t2 - t1)
         self.sent_ids = []
@@ -234,7 +255,7 @@ class Worker:
             nxt = int(new[-1].offset() or 0) + 1
             run.replay_until = nxt
             run.since_checkpoint += len(new)
-            write.offsets.append((self.topic, p, nxt, run.published))
+            write.offsets.append((self.topic, p, nxt, run.published, run.stored))
             if run.since_checkpoint >= self.s.checkpoint_items:
                 write.checkpoints.append((self.topic, p, nxt, pickle.dumps(run.engine, 5)))
                 run.since_checkpoint = 0
@@ -473,7 +494,7 @@ class Worker:
         """When the input pauses, record what the last batch published (otherwise that
         waits for the next batch's commit), so a restart republishes nothing."""
         stale = [
-            (self.topic, p, run.replay_until, run.published)
+            (self.topic, p, run.replay_until, run.published, run.stored)
             for p, run in self.runs.items()
             if run.published > self._settled.get(p, -1)
         ]
@@ -481,10 +502,22 @@ class Worker:
         if not stale and not self.sent_ids:
             return
         write = BatchWrite(self.s.group_id, offsets=stale, sent_event_ids=self.sent_ids)
-        self._retry_db(lambda: self.store.commit(write))
+        try:
+            self._retry_db(lambda: self.store.commit(write))
+        except Fenced as exc:
+            self._fenced(exc, [p for _, p, *_ in stale])
+            return
+        self._stored(write)
         self.sent_ids = []
-        for _, p, _, pub in stale:
+        for _, p, _, pub, _ in stale:
             self._settled[p] = pub
+
+    def _stored(self, write: BatchWrite) -> None:
+        """After a commit: what Postgres now holds is what the next fence compares with."""
+        for _, p, nxt, _, _ in write.offsets:
+            run = self.runs.get(p)
+            if run is not None:
+                run.stored = nxt
 
     def _commit_positions(self) -> None:
         """Idle: the consumer may have stepped over a trailing transaction marker since the

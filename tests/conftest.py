@@ -3,7 +3,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,39 @@ def services() -> Services:
 
     asyncio.run(migrate(dsn))
     return Services(f"127.0.0.1:{kafka}", dsn, f"redis://127.0.0.1:{rd}/0", pg, rd)
+
+
+def admin_sql(services: Services, *statements: str) -> None:
+    """Statements on the maintenance database (CREATE/DROP DATABASE cannot run in a pool)."""
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(services.postgres)
+        try:
+            for st in statements:
+                await conn.execute(st)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def fresh_database(services: Services) -> Iterator[tuple[str, str]]:
+    """(name, dsn) of a new, migrated database, dropped after the test: no test sees another
+    test's rows. The name doubles as a unique prefix for topics and groups."""
+    import asyncio
+
+    from state.db import migrate
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    admin_sql(services, f"CREATE DATABASE {name}")
+    dsn = services.postgres.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(migrate(dsn))
+    yield name, dsn
+    admin_sql(services, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def wait_until(

@@ -19,7 +19,6 @@ import asyncpg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from state.db import migrate
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.conftest import ROOT, Services, wait_until
@@ -191,26 +190,11 @@ class WorkerProcess:
             return 0, ""
 
 
-def _admin_sql(services: Services, *statements: str) -> None:
-    async def go() -> None:
-        conn = await asyncpg.connect(services.postgres)
-        try:
-            for st in statements:
-                await conn.execute(st)
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
-
-
 @pytest.fixture
-def env(services: Services) -> Iterator[Env]:
+def env(services: Services, fresh_database: tuple[str, str]) -> Iterator[Env]:
     """Fresh topics, group and database per test: no test sees another's rows (and a cache
     rebuild reads only this test's memberships)."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    _admin_sql(services, f"CREATE DATABASE {prefix}")
-    dsn = services.postgres.rsplit("/", 1)[0] + f"/{prefix}"
-    asyncio.run(migrate(dsn))
+    prefix, dsn = fresh_database
     s = Settings(
         kafka_bootstrap=services.kafka,
         input_topics=(f"{prefix}.in",),
@@ -228,4 +212,3 @@ def env(services: Services) -> Iterator[Env]:
     for w in e.workers:
         if w.proc.poll() is None:
             w.kill9()
-    _admin_sql(services, f"DROP DATABASE IF EXISTS {prefix} WITH (FORCE)")
