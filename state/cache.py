@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,30 @@ class Cache:
         (cluster_id, summary JSON or None to delete). Returns False when Redis failed."""
         if not self.available():
             return False
+        # one HSET/HDEL per hash with many fields: redis-py packs each command in Python,
+        # so per-item commands cost ~3x more (docs/benchmarks.md). Same end state as the
+        # sequence set, delete, summaries (last one per cluster wins).
+        sets: dict[str, dict[FieldT, EncodableT]] = {}
+        for ct, item, cid in assigned:
+            sets.setdefault(self.items_key(ct), {})[item] = cid
+        dels: dict[str, list[str]] = {}
+        for ct, item in removed:
+            dels.setdefault(self.items_key(ct), []).append(item)
+        latest = dict(summaries)
+        keep: dict[FieldT, EncodableT] = {
+            cid: summary for cid, summary in latest.items() if summary is not None
+        }
+        drop = [cid for cid, summary in latest.items() if summary is None]
         try:
             pipe = self.client.pipeline(transaction=False)
-            for ct, item, cid in assigned:
-                pipe.hset(self.items_key(ct), item, cid)
-            for ct, item in removed:
-                pipe.hdel(self.items_key(ct), item)
-            for cid, summary in summaries:
-                if summary is None:
-                    pipe.hdel(self.clusters_key, cid)
-                else:
-                    pipe.hset(self.clusters_key, cid, summary)
+            for key, mapping in sets.items():
+                pipe.hset(key, mapping=mapping)
+            for key, fields in dels.items():
+                pipe.hdel(key, *fields)
+            if keep:
+                pipe.hset(self.clusters_key, mapping=keep)
+            if drop:
+                pipe.hdel(self.clusters_key, *drop)
             pipe.execute()
             return True
         except redis.RedisError as exc:
@@ -90,9 +104,12 @@ class Cache:
             for key in self.client.scan_iter(match=f"{self.prefix}:*"):
                 self.client.delete(key)
             async for chunk in memberships():  # type: ignore[attr-defined]
-                pipe = self.client.pipeline(transaction=False)
+                sets: dict[str, dict[FieldT, EncodableT]] = {}
                 for ct, item, cid in chunk:
-                    pipe.hset(self.items_key(ct), item, cid)
+                    sets.setdefault(self.items_key(ct), {})[item] = cid
+                pipe = self.client.pipeline(transaction=False)
+                for key, mapping in sets.items():
+                    pipe.hset(key, mapping=mapping)
                 pipe.execute()
                 n += len(chunk)
             rows = await summaries()
