@@ -195,11 +195,19 @@ class Engine:
         facets: list[Facets],
         res: BatchResult,
     ) -> None:
-        tick = self.cfg.tick_items
+        tick, tick_s = self.cfg.tick_items, self.cfg.tick_seconds
         pos = 0
         while pos < idx.size:
             room = tick - (st.seq % tick)
             seg = idx[pos : pos + room]
+            if st.last_tick_time is None:
+                st.last_tick_time = float(times[seg[0]])
+            # an event-time tick cuts the segment after the first item that is due, exactly
+            # where one-by-one processing would run maintenance
+            late = np.flatnonzero(times[seg] - st.last_tick_time >= tick_s)
+            due = bool(late.size)
+            if due:
+                seg = seg[: late[0] + 1]
             start_seq = st.seq
             out_no = np.zeros(seg.size, np.int64)
             out_sim = np.zeros(seg.size)
@@ -224,7 +232,7 @@ class Engine:
             for i in seg:
                 res.scopes[i] = st
             pos += seg.size
-            if st.seq % tick == 0:
+            if due or st.seq % tick == 0:
                 self._maintain(st, res)
             res.changes.extend(st.events)
             st.events.clear()

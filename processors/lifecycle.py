@@ -1,7 +1,8 @@
 """Maintenance of a scope at fixed item positions: fading, retirement, merges, updates.
 
-Runs every `tick_items` items of a scope, so where it runs depends on item counts only,
-never on how the stream was cut into batches.
+Runs every `tick_items` items of a scope and at the first item `tick_seconds` of event time
+after the last run, so where it runs depends on the items only, never on how the stream was
+cut into batches or on the wall clock.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _LN2 = math.log(2.0)
 
 
 def tick(scope: ScopeState) -> None:
+    scope.last_tick_time = scope.watermark
     retire_faded(scope)
     merge_touched(scope)
     emit_updates(scope)

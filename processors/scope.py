@@ -80,6 +80,7 @@ class ScopeState:
         self.slot_of: dict[int, int] = {}
         self.seq = 0
         self.watermark = -math.inf
+        self.last_tick_time: float | None = None  # event time of the last maintenance
         self.next_no = 1
         self.event_seq = 0
         self.touched: set[int] = set()

@@ -80,6 +80,40 @@ def test_batch_result_equals_one_by_one(seed, sizes, k):
     assert snapshot_bytes(e1) == snapshot_bytes(e2)
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    sizes=st.lists(st.integers(1, 70), min_size=1, max_size=5),
+    gap=st.floats(0.5, 30.0),
+)
+def test_batch_equals_one_by_one_with_event_time_ticks(seed, sizes, gap):
+    """Maintenance due by event time cuts batches exactly where one-by-one would run it."""
+    x, _ = blobs(160, 16, 4, seed=seed, spread=0.4)
+    cfg = CFG.replace(tick_items=1000, tick_seconds=40.0, half_life_seconds=60.0)
+    t = np.cumsum(np.random.default_rng(seed).exponential(gap, len(x)))
+    e1, a1, c1 = run(x, 1, cfg, t)
+    e2, a2, c2 = run(x, sizes, cfg, t)
+    assert a1 == a2
+    assert c1 == c2
+    assert snapshot_bytes(e1) == snapshot_bytes(e2)
+
+
+def test_a_quiet_scope_is_maintained_by_event_time():
+    """Far fewer items than tick_items: faded candidates still retire once enough event time
+    has passed, at the first item after it (never by the wall clock)."""
+    x = np.eye(16, dtype=np.float32)[:6]  # six unrelated items: six candidates
+    quiet = CFG.replace(tick_items=1000, half_life_seconds=100.0, retire_weight=0.5)
+
+    def retired_by_late_item(tick_seconds: float) -> list[str]:
+        eng = Engine(quiet.replace(tick_seconds=tick_seconds))
+        eng.process(x[:5], [f"i{i}" for i in range(5)], np.arange(5.0))
+        late = eng.process(x[5:], ["late"], np.array([5_000.0]))
+        return [c.cluster_id for c in late.changes if c.kind == "retired"]
+
+    assert len(retired_by_late_item(1_000.0)) == 5
+    assert retired_by_late_item(1e9) == []
+
+
 def test_determinism_same_bytes_twice(small_stream):
     x, _ = small_stream
     e1, a1, c1 = run(x, 64)
