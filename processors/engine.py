@@ -32,6 +32,11 @@ from schemas.validation import (
 _LN2 = math.log(2.0)
 _EXECUTOR: ThreadPoolExecutor | None = None
 
+SEGMENT_ITEMS = 256
+"""Items per assignment call at most. A segment costs O(segment x (candidates + segment))
+in scores and Gram matrix, so long segments cost more per item; where segments end never
+changes the result (batch == one by one)."""
+
 
 def _executor() -> ThreadPoolExecutor:
     """One background thread for reconsolidation computations of every engine."""
@@ -198,7 +203,7 @@ class Engine:
         tick, tick_s = self.cfg.tick_items, self.cfg.tick_seconds
         pos = 0
         while pos < idx.size:
-            room = tick - (st.seq % tick)
+            room = min(tick - (st.seq % tick), SEGMENT_ITEMS)
             seg = idx[pos : pos + room]
             if st.last_tick_time is None:
                 st.last_tick_time = float(times[seg[0]])
