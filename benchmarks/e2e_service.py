@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
+from benchmarks.cpu import own_cpu_seconds, per_event_us, pid_cpu_seconds, service_cpu_seconds
 from processors.config import EngineConfig
 from stream import metrics
 from stream.service import Service
@@ -118,12 +119,16 @@ def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
     warm_up(svc)
     router = router_process(s) if split else None
     base = assigned()
+    cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
+    router0 = pid_cpu_seconds(router.pid) if router is not None else 0.0
     t0 = time.perf_counter()
     while assigned() - base < count:
         if svc.router is not None:
             svc.router.poll()
         svc.worker.poll()
     dt = time.perf_counter() - t0
+    cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
+    router_cpu = pid_cpu_seconds(router.pid) - router0 if router is not None else 0.0
     if router is not None:
         router.terminate()
         router.wait(60)
@@ -139,6 +144,9 @@ def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
         "backlog_produce_seconds": round(produce_s, 2),
         "worker_seconds_by_step": steps,
         "router_seconds_in_loop": round(dt - steps.get("total", 0.0), 2),
+        "worker_process_cpu_us_per_event": round((cpu1 - cpu0) / count * 1e6, 1),
+        "services_cpu_us_per_event": per_event_us(svc0, svc1, count),
+        "router_process_cpu_us_per_event": round(router_cpu / count * 1e6, 1),
     }
 
 

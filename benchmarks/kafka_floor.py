@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import resource
-import subprocess
 import time
 import uuid
 from typing import Any
@@ -30,27 +27,8 @@ import numpy as np
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benchmarks.cpu import own_cpu_seconds, per_event_us, service_cpu_seconds
 from stream.settings import Settings
-
-
-def broker_cpu_seconds() -> float | None:
-    """User+system CPU of the local Kafka broker (its JVM), from /proc; None if not found."""
-    out = subprocess.run(["pgrep", "-f", "kafka.Kafka"], capture_output=True, text=True)
-    pids = [int(p) for p in out.stdout.split()]
-    if not pids:
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def own_cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 def make_topics(bootstrap: str, names: list[str], partitions: int) -> None:
@@ -144,7 +122,7 @@ def run(bootstrap: str, count: int, dim: int, partitions: int, batch: int) -> di
         p2.flush(60)
         c2.commit(asynchronous=True)
 
-    cpu0, broker0 = own_cpu_seconds(), broker_cpu_seconds()
+    cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
     t0 = time.perf_counter()
     deadline = time.monotonic() + 600
     while delivered < count:
@@ -153,7 +131,7 @@ def run(bootstrap: str, count: int, dim: int, partitions: int, batch: int) -> di
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {delivered} of {count} delivered")
     dt = time.perf_counter() - t0
-    cpu1, broker1 = own_cpu_seconds(), broker_cpu_seconds()
+    cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
     for c in (c1, c2):
         c.close()
     out: dict[str, Any] = {
@@ -163,9 +141,8 @@ def run(bootstrap: str, count: int, dim: int, partitions: int, batch: int) -> di
         "events_per_s": round(count / dt),
         "seconds": round(dt, 2),
         "python_cpu_us_per_event": round((cpu1 - cpu0) / count * 1e6, 1),
+        "services_cpu_us_per_event": per_event_us(svc0, svc1, count),
     }
-    if broker0 is not None and broker1 is not None:
-        out["broker_cpu_us_per_event"] = round((broker1 - broker0) / count * 1e6, 1)
     return out
 
 
