@@ -282,6 +282,12 @@ class ScopeState:
             self.cfg.size_warning,
         )
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Checkpoints written before a field existed load with that field's start value
+        (a rolling upgrade must not turn stored checkpoints into a crash loop)."""
+        state.setdefault("last_tick_time", None)
+        self.__dict__.update(state)
+
     def refresh_centroids(self) -> None:
         """Bring the centroid rows of clusters folded into since the last call up to date."""
         if self.dirty:

@@ -320,6 +320,23 @@ def test_engine_pickled_mid_stream_continues_identically(small_stream):
     assert snapshot_bytes(whole) == snapshot_bytes(resumed)
 
 
+def test_checkpoint_from_before_event_time_ticks_still_loads(small_stream):
+    """A scope pickled by a version without `last_tick_time` loads and keeps clustering."""
+    import pickle
+
+    x, _ = small_stream
+    ids = [f"i{i}" for i in range(len(x))]
+    t = np.arange(len(x), dtype=float)
+    eng = Engine(CFG)
+    eng.process(x[:100], ids[:100], t[:100])
+    st = next(iter(eng.scopes.values()))
+    del st.__dict__["last_tick_time"]  # what an older checkpoint holds
+    old = pickle.loads(pickle.dumps(eng))
+    assert next(iter(old.scopes.values())).last_tick_time is None
+    res = old.process(x[100:], ids[100:], t[100:])
+    assert len(res.assignments()) == len(x) - 100
+
+
 def test_event_ids_are_standard_uuid5() -> None:
     import uuid
 
