@@ -38,6 +38,13 @@ in scores and Gram matrix, so long segments cost more per item; where segments e
 changes the result (batch == one by one)."""
 
 
+def warm_up() -> None:
+    """Load the compiled assignment kernel now (numba loads or compiles it on first use, about
+    a second here) so that a service's first batch does not pay it as latency."""
+    eng = Engine(EngineConfig())
+    eng.process(np.eye(2, 8, dtype=np.float32), ["warm-up-a", "warm-up-b"], np.zeros(2))
+
+
 def _executor() -> ThreadPoolExecutor:
     """One background thread for reconsolidation computations of every engine."""
     global _EXECUTOR

@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Literal
 
 from processors.config import EngineConfig
+from processors.engine import warm_up
 from state.cache import Cache
 from state.db import Store, migrate
 from stream.http import Health, serve
@@ -50,6 +51,7 @@ class Service:
         if self.role in ("all", "router"):
             self.router = Router(self.s, self.engine_cfg)
         if self.role in ("all", "cluster"):
+            warm_up()
             self.store = self.loop.run_until_complete(Store.connect(self.s.postgres_dsn))
             cache = Cache(self.s.redis_url, self.s.prefix)
             self.worker = Worker(self.s, self.engine_cfg, self.store, cache, self.loop, self.health)

@@ -364,3 +364,12 @@ def test_numpy_backend_engine_matches_faiss_backend(small_stream):
     _, a1, c1 = run(x, 64)
     _, a2, c2 = run(x, 64, CFG.replace(search_backend="numpy"))
     assert a1 == a2 and c1 == c2
+
+
+def test_warm_up_loads_the_compiled_kernel() -> None:
+    """The service calls it at start so its first batch does not pay the kernel's load."""
+    from processors.engine import warm_up
+    from processors.kernels import assign_segment
+
+    warm_up()
+    assert assign_segment.signatures
