@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
@@ -367,9 +368,17 @@ def test_numpy_backend_engine_matches_faiss_backend(small_stream):
 
 
 def test_warm_up_loads_the_compiled_kernel() -> None:
-    """The service calls it at start so its first batch does not pay the kernel's load."""
-    from processors.engine import warm_up
-    from processors.kernels import assign_segment
+    """The service calls it at start so its first batch does not pay the kernel's load. In a
+    fresh interpreter: nothing is loaded before, the kernel is after."""
+    import subprocess
+    import sys
 
-    warm_up()
-    assert assign_segment.signatures
+    code = (
+        "from processors.kernels import assign_segment\n"
+        "assert not assign_segment.signatures\n"
+        "from processors.engine import warm_up\n"
+        "warm_up()\n"
+        "assert assign_segment.signatures\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
