@@ -33,7 +33,7 @@ from processors.config import EngineConfig
 from stream import metrics
 from stream.service import Service
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.topics import delete_topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,6 +135,7 @@ def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
     svc.worker.poll()  # lets the idle path settle the published offsets
     steps = step_seconds()
     svc.close()
+    delete_topics(s, include_inputs=True)
     return {
         "mode": "throughput" + (" (router in its own process)" if split else ""),
         "dim": dim,
@@ -188,6 +189,7 @@ def latency(
     svc.close()
     sent = read_times(s, s.input_topics[0], lambda v: json.loads(v)["item_id"])
     done = read_times(s, s.assignments_topic, None)
+    delete_topics(s, include_inputs=True)
     lat = np.array([done[k] - sent[k] for k in sent if k in done], dtype=np.float64)
     return {
         "mode": "latency" + (" (router in its own process)" if split else ""),

@@ -57,6 +57,7 @@ class Router:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                "fetch.wait.max.ms": s.fetch_wait_ms,
                 "partition.assignment.strategy": "cooperative-sticky",
             }
         )

@@ -27,6 +27,11 @@ class Settings:
     http_port: int = 8080
     batch_max: int = 2000
     batch_timeout_ms: int = 50
+    fetch_wait_ms: int = 20
+    """longest a consumer's fetch waits at the broker for data (librdkafka fetch.wait.max.ms,
+    default 500). The by-scope topic is transactional: records become readable when the
+    router commits, and a fetch already parked at the broker may sit out its full wait
+    before it sees them, which showed as ~0.5 s of tail latency (docs/benchmarks.md)."""
     checkpoint_items: int = 50_000
     migrate_on_start: bool = True
     engine_config: Path | None = None
@@ -75,7 +80,7 @@ class Settings:
         return s
 
     def validate(self) -> None:
-        for name in ("partitions", "replication", "batch_max", "checkpoint_items"):
+        for name in ("partitions", "replication", "batch_max", "checkpoint_items", "fetch_wait_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"CLUSTERER_{name.upper()} must be at least 1")
         if not self.input_topics:

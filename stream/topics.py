@@ -52,3 +52,18 @@ def ensure_topics(s: Settings, include_inputs: bool = False, timeout: float = 30
                 raise
     log.info("created topics %s", created)
     return created
+
+
+def delete_topics(s: Settings, include_inputs: bool = False, timeout: float = 30.0) -> list[str]:
+    """Delete this deployment's topics (and its inputs when asked); returns the names
+    deleted. For test and benchmark runs that create a prefix each: left behind, their
+    partitions pile up on the broker and slow it down."""
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    names = {t.topic for t in topic_specs(s)} | (set(s.input_topics) if include_inputs else set())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    todo = sorted(names & existing)
+    if not todo:
+        return []
+    for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
+        fut.result(timeout)
+    return todo

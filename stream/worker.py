@@ -107,6 +107,7 @@ class Worker:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                "fetch.wait.max.ms": s.fetch_wait_ms,
                 "max.poll.interval.ms": 300_000,
             }
         )

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.topics import delete_topics, ensure_topics
 from tests.conftest import ROOT, Services, wait_until
 
 
@@ -212,3 +212,4 @@ def env(services: Services, fresh_database: tuple[str, str]) -> Iterator[Env]:
     for w in e.workers:
         if w.proc.poll() is None:
             w.kill9()
+    delete_topics(s, include_inputs=True)
