@@ -134,7 +134,8 @@ def run(bootstrap: str, count: int, dim: int, partitions: int, batch: int) -> di
     cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
     for c in (c1, c2):
         c.close()
-    for fut in AdminClient(common).delete_topics([t_in, t_mid, t_out]).values():
+    admin = AdminClient(common)  # held until the futures resolve
+    for fut in admin.delete_topics([t_in, t_mid, t_out]).values():
         fut.result(30)
     out: dict[str, Any] = {
         "mode": "kafka floor (router hop + worker hop, no work)",
