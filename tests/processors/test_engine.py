@@ -74,8 +74,16 @@ def test_clusters_recover_topics(small_stream):
 )
 def test_batch_result_equals_one_by_one(seed, sizes, k):
     x, _ = blobs(160, 16, k, seed=seed, spread=0.4)
-    e1, a1, c1 = run(x, 1)
-    e2, a2, c2 = run(x, sizes)
+    assert_batching_invisible(x, sizes, CFG)
+
+
+def assert_batching_invisible(
+    x: np.ndarray, sizes: list[int], cfg: EngineConfig, t: np.ndarray | None = None
+) -> None:
+    """Assignments, change events and final clusters are byte-identical one by one and in
+    the given batch sizes."""
+    e1, a1, c1 = run(x, 1, cfg, t)
+    e2, a2, c2 = run(x, sizes, cfg, t)
     assert a1 == a2
     assert c1 == c2
     assert snapshot_bytes(e1) == snapshot_bytes(e2)
@@ -92,11 +100,7 @@ def test_batch_equals_one_by_one_with_event_time_ticks(seed, sizes, gap):
     x, _ = blobs(160, 16, 4, seed=seed, spread=0.4)
     cfg = CFG.replace(tick_items=1000, tick_seconds=40.0, half_life_seconds=60.0)
     t = np.cumsum(np.random.default_rng(seed).exponential(gap, len(x)))
-    e1, a1, c1 = run(x, 1, cfg, t)
-    e2, a2, c2 = run(x, sizes, cfg, t)
-    assert a1 == a2
-    assert c1 == c2
-    assert snapshot_bytes(e1) == snapshot_bytes(e2)
+    assert_batching_invisible(x, sizes, cfg, t)
 
 
 def test_a_quiet_scope_is_maintained_by_event_time():
