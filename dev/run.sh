@@ -22,9 +22,15 @@ export CLUSTERER_INPUT_TOPICS=${CLUSTERER_INPUT_TOPICS:-$CLUSTERER_PREFIX.stage3
 export CLUSTERER_GROUP_ID=${CLUSTERER_GROUP_ID:-$CLUSTERER_PREFIX}
 export CLUSTERER_HTTP_PORT=${CLUSTERER_HTTP_PORT:-8080}
 C=.venv/bin/clusterer
+# the previous demo's topics go (left behind, partitions pile up and slow the broker)
+if [ -f var/run/demo-prefix ]; then
+    OLD=$(cat var/run/demo-prefix)
+    CLUSTERER_PREFIX=$OLD CLUSTERER_INPUT_TOPICS=$OLD.stage3 $C topics --delete --with-inputs || true
+fi
+mkdir -p var/run
+echo "$CLUSTERER_PREFIX" >var/run/demo-prefix
 $C db migrate
 $C topics --with-inputs
-mkdir -p var/run
 $C --log-level INFO worker >var/run/worker.log 2>&1 &
 WORKER=$!
 trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT

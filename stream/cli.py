@@ -105,8 +105,12 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from stream.topics import ensure_topics
+    from stream.topics import delete_topics, ensure_topics
 
+    if args.delete:
+        deleted = delete_topics(_settings(args), include_inputs=args.with_inputs)
+        print("deleted: " + (", ".join(deleted) if deleted else "nothing (none exist)"))
+        return 0
     created = ensure_topics(_settings(args), include_inputs=args.with_inputs)
     print("created: " + (", ".join(created) if created else "nothing (all exist)"))
     return 0
@@ -188,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     dbs = db.add_subparsers(dest="db_command", required=True)
     m = dbs.add_parser("migrate", help="apply pending migrations (CLUSTERER_POSTGRES_DSN)")
     m.set_defaults(func=_db_migrate)
-    t = service_cmd("topics", "create the service's topics")
+    t = service_cmd("topics", "create the service's topics (or delete them: --delete)")
     t.add_argument("--with-inputs", action="store_true", help="also the input topics (demo)")
+    t.add_argument("--delete", action="store_true", help="delete the prefix's topics")
     t.set_defaults(func=_topics)
     lg = service_cmd("lag", "per partition: committed offset, high watermark, lag")
     lg.set_defaults(func=_lag)

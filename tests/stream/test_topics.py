@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from stream.settings import Settings
 from stream.topics import delete_topics, ensure_topics
-from tests.conftest import Services, wait_until
+from tests.conftest import ROOT, Services, wait_until
 
 
 def test_topics_are_created_with_their_config_and_deleted(services: Services) -> None:
@@ -40,3 +43,24 @@ def test_topics_are_created_with_their_config_and_deleted(services: Services) ->
         return not names & set(created)
 
     wait_until(gone, 30, "topics deleted")
+
+
+def test_topics_command_creates_and_deletes(services: Services) -> None:
+    prefix = f"topics{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "CLUSTERER_KAFKA_BOOTSTRAP": services.kafka,
+        "CLUSTERER_PREFIX": prefix,
+        "CLUSTERER_INPUT_TOPICS": f"{prefix}.in",
+        "CLUSTERER_PARTITIONS": "1",
+    }
+
+    def cli(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "topics", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+        return out.stdout
+
+    assert f"{prefix}.in" in cli("--with-inputs")
+    assert f"{prefix}.by-scope" in cli("--delete", "--with-inputs")
