@@ -52,12 +52,7 @@ class Router:
         common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
         self.consumer = Consumer(
             {
-                **common,
-                "group.id": s.router_group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": s.fetch_wait_ms,
+                **s.consumer_config(s.router_group),
                 "partition.assignment.strategy": "cooperative-sticky",
             }
         )

@@ -63,6 +63,18 @@ class Settings:
     def router_group(self) -> str:
         return f"{self.group_id}.router"
 
+    def consumer_config(self, group: str) -> dict[str, Any]:
+        """What the router's and the clustering worker's consumers share: manual offsets,
+        read_committed (the by-scope topic is transactional) and the short fetch wait."""
+        return {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": self.fetch_wait_ms,
+        }
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """CLUSTERER_<FIELD> for every field (upper case); overrides win over the environment."""

@@ -100,17 +100,7 @@ class Worker:
         self._db_since: float | None = None  # start of the database call in flight
         self._kafka_committed: dict[int, int] = {}  # position last committed to Kafka
         common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
-        self.consumer = Consumer(
-            {
-                **common,
-                "group.id": s.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": s.fetch_wait_ms,
-                "max.poll.interval.ms": 300_000,
-            }
-        )
+        self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
         self.producer = Producer(
             {
                 **common,
