@@ -1,0 +1,133 @@
+"""The ONE place where the read side turns a `clusters` row (+ its members) into what the API
+serves: the list summary and the full ClusterResult. The row's columns are those of
+migrations 001/002; `summary` is the JSON the worker keeps in PostgreSQL and Redis
+(stream.worker._summary)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+
+def iso(t: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC (`...Z`); None for a missing or unrepresentable time."""
+    if t is None or not math.isfinite(t):
+        return None
+    try:
+        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def span(first: float | None, last: float | None) -> list[str] | None:
+    a, b = iso(first), iso(last)
+    return None if a is None or b is None else [a, b]
+
+
+def summary_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    raw = row.get("summary")
+    if raw is None:
+        return {}
+    obj = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    return obj if isinstance(obj, dict) else {}
+
+
+def embedding_type(row: Mapping[str, Any]) -> str:
+    """The column written since migration 002, else the scope name's first part."""
+    et = row.get("embedding_type")
+    return str(et) if et else str(row["cluster_type"]).split("/", 1)[0]
+
+
+def centroid(raw: bytes | None) -> list[float]:
+    if not raw:
+        return []
+    return [float(v) for v in np.frombuffer(bytes(raw), dtype="<f4")]
+
+
+def cluster_summary(
+    row: Mapping[str, Any], summary: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The list item. `summary` may come from Redis instead of the row (item lookups)."""
+    sm = dict(summary) if summary is not None else summary_json(row)
+    return {
+        "cluster_id": row["id"],
+        "cluster_type": embedding_type(row),
+        "scope": row["cluster_type"],
+        "status": row["status"],
+        "cluster_label": row.get("label") if row.get("label") is not None else sm.get("label"),
+        "cluster_size": int(row["size"]),
+        "weight": float(row["weight"]),
+        "temporal_span": span(row.get("first_event_time"), row.get("last_event_time")),
+        "domain": sm.get("domain"),
+        "event_type": sm.get("event_type"),
+        "medoid_id": row.get("medoid_item_id") or sm.get("medoid_id"),
+        "representative_ids": list(sm.get("representative_ids") or []),
+        "updated_at": row["updated_at"],
+    }
+
+
+def summary_from_cache(cluster_id: str, sm: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A list item from the Redis summary alone (the cached item lookup); None when the
+    cached record lacks what the answer needs."""
+    try:
+        first, last = sm["temporal_span"]
+        return {
+            "cluster_id": cluster_id,
+            "cluster_type": str(sm["scope"]).split("/", 1)[0],
+            "scope": sm["scope"],
+            "status": sm["status"],
+            "cluster_label": sm.get("label"),
+            "cluster_size": int(sm["size"]),
+            "weight": float(sm["weight"]),
+            "temporal_span": span(_num(first), _num(last)),
+            "domain": sm.get("domain"),
+            "event_type": sm.get("event_type"),
+            "medoid_id": sm.get("medoid_id"),
+            "representative_ids": list(sm.get("representative_ids") or []),
+            "updated_at": None,
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def cluster_result(row: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The full ClusterResult (seed 003 §3.5) from the row and its members (item_id,
+    document_id, similarity), members in the order they should be listed."""
+    sm = summary_json(row)
+    base = cluster_summary(row, sm)
+    base.pop("updated_at")
+    sims = [float(m["similarity"]) for m in members if m.get("similarity") is not None]
+    cohesion = sm.get("intra_cluster_similarity")
+    if cohesion is None and sims:
+        # until the worker stores the exact cohesion: the members' mean similarity to the
+        # cluster when they joined, the closest figure the read side has
+        cohesion = round(sum(sims) / len(sims), 6)
+    meta = dict(sm.get("metadata") or {})
+    meta.setdefault("as_of", base["temporal_span"][1] if base["temporal_span"] else None)
+    return {
+        **base,
+        "member_ids": [str(m["item_id"]) for m in members],
+        "document_ids": list(
+            dict.fromkeys(str(m["document_id"]) for m in members if m.get("document_id"))
+        ),
+        "centroid_vector": centroid(row.get("centroid")),
+        "primary_entities": list(sm.get("primary_entities") or []),
+        "intra_cluster_similarity": cohesion,
+        "metadata": meta,
+    }

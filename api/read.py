@@ -1,0 +1,402 @@
+"""The read endpoints under /api/v1: clusters (list, detail, members, history, search),
+item lookup and statistics. They read the live stream's tables and never write them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+import numpy as np
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from api import assemble, queries
+from api.cache import ReadCache
+from api.errors import ERROR_RESPONSES, ApiError, invalid
+from api.models import (
+    ClusterDetail,
+    ClusterPage,
+    ClusterSummary,
+    ConsumerLag,
+    Filters,
+    HistoryEvent,
+    HistoryPage,
+    ItemClusters,
+    Member,
+    MemberPage,
+    Membership,
+    Order,
+    PartitionLag,
+    ScopeStatistics,
+    SearchHit,
+    SearchRequest,
+    SearchResult,
+    SortKey,
+    Statistics,
+    Status,
+)
+from api.settings import ApiSettings
+from schemas.inputs import EmbeddingType
+from stream.settings import Settings
+
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)  # type: ignore[arg-type]
+ClusterId = Annotated[str, Path(min_length=1, max_length=512)]
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def _cache(request: Request) -> ReadCache:
+    cache: ReadCache = request.app.state.cache
+    return cache
+
+
+def _settings(request: Request) -> ApiSettings:
+    s: ApiSettings = request.app.state.settings
+    return s
+
+
+def _json(body: bytes, cached: bool) -> Response:
+    return Response(
+        body, media_type="application/json", headers={"X-Cache": "hit" if cached else "miss"}
+    )
+
+
+# ---------------------------------------------------------------------- clusters
+@router.get("/clusters", response_model=ClusterPage, summary="List clusters (keyset paginated)")
+async def list_clusters(
+    request: Request,
+    embedding_type: EmbeddingType | None = None,
+    scope: Annotated[str | None, Query(min_length=1, max_length=1024)] = None,
+    status: Annotated[list[Status] | None, Query(description="repeatable; default active")] = None,
+    domain: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    event_type: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    since: Annotated[datetime | None, Query(description="span ends at or after")] = None,
+    until: Annotated[datetime | None, Query(description="span starts at or before")] = None,
+    min_size: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    sort: SortKey = "last_event_time",
+    order: Order = "desc",
+    limit: Annotated[int, Query(ge=1, description="capped at CLUSTERER_API_LIST_LIMIT_MAX")] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response:
+    s = _settings(request)
+    limit = min(limit, s.list_limit_max)
+    f = Filters(
+        embedding_type=embedding_type,
+        scope=scope,
+        status=status or ["active"],
+        domain=domain,
+        event_type=event_type,
+        since=since,
+        until=until,
+        min_size=min_size,
+    )
+    key = {"f": f.model_dump(mode="json"), "s": sort, "o": order, "l": limit, "c": cursor}
+    cache = _cache(request)
+    hit = await cache.get_answer("clusters", key)
+    if hit is not None:
+        return _json(hit, True)
+    rows, nxt = await queries.list_clusters(_pool(request), f, sort, order, limit, cursor)
+    page = ClusterPage(
+        items=[ClusterSummary.model_validate(assemble.cluster_summary(r)) for r in rows],
+        next_cursor=nxt,
+    )
+    body = page.model_dump_json().encode()
+    await cache.put_answer("clusters", key, body)
+    return _json(body, False)
+
+
+@router.get("/clusters/{cluster_id}", response_model=ClusterDetail, summary="Full ClusterResult")
+async def get_cluster(request: Request, cluster_id: ClusterId) -> ClusterDetail:
+    pool = _pool(request)
+    row = await queries.cluster_row(pool, cluster_id)
+    if row is None:
+        raise ApiError(404, f"no cluster {cluster_id!r}")
+    ms = await queries.members(pool, cluster_id, _settings(request).detail_members_max)
+    return ClusterDetail.model_validate(assemble.cluster_result(row, ms))
+
+
+@router.get(
+    "/clusters/{cluster_id}/members", response_model=MemberPage, summary="Members, paginated"
+)
+async def get_members(
+    request: Request,
+    cluster_id: ClusterId,
+    limit: Annotated[int, Query(ge=1)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> MemberPage:
+    pool = _pool(request)
+    limit = min(limit, _settings(request).list_limit_max)
+    after = None
+    if cursor is not None:
+        c = queries.decode_cursor(cursor)
+        after = c.get("m")
+        if not isinstance(after, int) or isinstance(after, bool):
+            raise invalid("query.cursor", "not a cursor this API issued")
+    if await queries.cluster_row(pool, cluster_id) is None:
+        raise ApiError(404, f"no cluster {cluster_id!r}")
+    rows = await queries.members(pool, cluster_id, limit + 1, after)
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = queries.encode_cursor({"m": int(rows[-1]["id"])})
+    return MemberPage(
+        items=[
+            Member(
+                item_id=r["item_id"],
+                item_type=r["item_type"],
+                document_id=r["document_id"],
+                similarity=r["similarity"],
+                event_time=assemble.iso(r["event_time"]),
+            )
+            for r in rows
+        ],
+        next_cursor=nxt,
+    )
+
+
+@router.get(
+    "/clusters/{cluster_id}/history",
+    response_model=HistoryPage,
+    summary="The cluster's change events in order (incl. merges into and splits off it)",
+)
+async def get_history(
+    request: Request,
+    cluster_id: ClusterId,
+    limit: Annotated[int, Query(ge=1)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> HistoryPage:
+    import json
+
+    pool = _pool(request)
+    limit = min(limit, _settings(request).list_limit_max)
+    after = None
+    if cursor is not None:
+        c = queries.decode_cursor(cursor)
+        seq, eid = c.get("q"), c.get("e")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(eid, str):
+            raise invalid("query.cursor", "not a cursor this API issued")
+        after = (seq, eid)
+    rows = await queries.history(pool, cluster_id, limit + 1, after)
+    if not rows and after is None and await queries.cluster_row(pool, cluster_id) is None:
+        raise ApiError(404, f"no cluster {cluster_id!r}")
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = queries.encode_cursor({"q": int(rows[-1]["sequence"]), "e": rows[-1]["event_id"]})
+    return HistoryPage(
+        items=[
+            HistoryEvent(
+                event_id=r["event_id"],
+                kind=r["kind"],
+                cluster_id=r["cluster_id"],
+                related_ids=list(r["related_ids"]),
+                event_time=assemble.iso(r["event_time"]),
+                sequence=r["sequence"],
+                payload=json.loads(r["payload"]),
+            )
+            for r in rows
+        ],
+        next_cursor=nxt,
+    )
+
+
+@router.post(
+    "/clusters/search",
+    response_model=SearchResult,
+    summary="Search clusters by metadata filters, a query vector and/or label text",
+)
+async def search(request: Request, body: SearchRequest) -> Response:
+    f = body.filters
+    pool = _pool(request)
+    cache = _cache(request)
+    key = body.model_dump(mode="json")
+    hit = await cache.get_answer("search", key)
+    if hit is not None:
+        return _json(hit, True)
+    words = body.text.split() if body.text else []
+    hits: list[SearchHit] = []
+    if body.vector is not None:
+        if f.scope is None:
+            raise invalid("body.filters.scope", "a vector search needs the scope to compare in")
+        q = np.asarray(body.vector, dtype=np.float64)
+        norm = float(np.linalg.norm(q))
+        if not np.isfinite(q).all() or norm == 0.0:
+            raise invalid("body.vector", "must be finite and not all zero")
+        rows = await queries.centroids(pool, f)
+        rows = [r for r in rows if _label_has(r["label"], words)]
+        if rows:
+            mat = np.vstack([np.frombuffer(bytes(r["centroid"]), dtype="<f4") for r in rows])
+            if mat.shape[1] != q.shape[0]:
+                raise invalid(
+                    "body.vector", f"has {q.shape[0]} dimensions, the scope uses {mat.shape[1]}"
+                )
+            sims = mat.astype(np.float64) @ (q / norm)
+            order = np.argsort(-sims, kind="stable")[: body.top_k]
+            for i in order:
+                sim = float(sims[i])
+                if sim < body.min_similarity:
+                    break
+                hits.append(_hit(rows[int(i)], round(sim, 6)))
+    else:
+        rows = await queries.search_text(pool, f, words, body.top_k)
+        hits = [_hit(r, None) for r in rows]
+    result = SearchResult(items=hits)
+    payload = result.model_dump_json().encode()
+    await cache.put_answer("search", key, payload)
+    return _json(payload, False)
+
+
+def _label_has(label: str | None, words: list[str]) -> bool:
+    low = (label or "").lower()
+    return all(w.lower() in low for w in words)
+
+
+def _hit(row: Any, sim: float | None) -> SearchHit:
+    return SearchHit.model_validate({**assemble.cluster_summary(row), "similarity": sim})
+
+
+# ---------------------------------------------------------------------- items
+@router.get(
+    "/items/{item_id}",
+    response_model=ItemClusters,
+    summary="The item's cluster in every scope (Redis first, PostgreSQL otherwise)",
+)
+async def get_item(
+    request: Request, item_id: Annotated[str, Path(min_length=1, max_length=512)]
+) -> ItemClusters:
+    cached = await _cache(request).item(item_id)
+    if cached is not None and cached[0]:
+        pairs, summaries = cached
+        out: list[Membership] = []
+        missing = [cid for _, cid in pairs if cid not in summaries]
+        rows = await queries.cluster_rows(_pool(request), missing) if missing else {}
+        for scope, cid in pairs:
+            sm = summaries.get(cid)
+            cl = assemble.summary_from_cache(cid, sm) if sm is not None else None
+            if cl is None and cid in rows:
+                cl = assemble.cluster_summary(rows[cid])
+            out.append(
+                Membership(
+                    scope=scope,
+                    cluster_id=cid,
+                    cluster=ClusterSummary.model_validate(cl) if cl is not None else None,
+                )
+            )
+        return ItemClusters(item_id=item_id, memberships=out, source="cache")
+    found = await queries.item_memberships(_pool(request), item_id)
+    if not found:
+        raise ApiError(404, f"item {item_id!r} is in no cluster")
+    return ItemClusters(
+        item_id=item_id,
+        memberships=[
+            Membership(
+                scope=r["member_scope"],
+                cluster_id=r["member_cluster"],
+                cluster=ClusterSummary.model_validate(assemble.cluster_summary(r))
+                if r["id"] is not None
+                else None,
+            )
+            for r in found
+        ],
+        source="database",
+    )
+
+
+# ---------------------------------------------------------------------- statistics
+class LagProbe:
+    """Consumer lag from Kafka (committed offsets vs high watermarks, as `clusterer lag`),
+    reused for a few seconds; reported as unknown when the broker does not answer in time."""
+
+    KEEP_SECONDS = 5.0
+
+    def __init__(self, settings: Settings, timeout: float) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._at = -1e9
+        self._last: ConsumerLag | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> ConsumerLag:
+        from stream.ops import lag
+
+        async with self._lock:
+            if self._last is not None and time.monotonic() - self._at < self.KEEP_SECONDS:
+                return self._last
+            try:
+                rows = await asyncio.wait_for(
+                    asyncio.to_thread(lag, self.settings, self.timeout), self.timeout * 3 + 1
+                )
+                out = ConsumerLag(
+                    status="ok",
+                    total=sum(r.lag for r in rows),
+                    partitions=[
+                        PartitionLag(
+                            group=r.group,
+                            topic=r.topic,
+                            partition=r.partition,
+                            committed=r.committed,
+                            high_watermark=r.high_watermark,
+                            lag=r.lag,
+                        )
+                        for r in rows
+                    ],
+                )
+            except Exception as exc:  # lag is advisory: never fail the statistics for it
+                detail = f"kafka did not answer: {type(exc).__name__}"
+                out = ConsumerLag(status="unknown", detail=detail)
+            self._last, self._at = out, time.monotonic()
+            return out
+
+
+@router.get("/statistics", response_model=Statistics, summary="Per-scope statistics and lag")
+async def statistics(request: Request) -> Response:
+    cache = _cache(request)
+    hit = await cache.get_answer("statistics", {})
+    if hit is not None:
+        return _json(hit, True)
+    raw = await queries.statistics(_pool(request))
+    scopes: dict[str, dict[str, Any]] = {}
+    for r in raw["by_status"]:
+        sc = scopes.setdefault(
+            r["cluster_type"],
+            {
+                "scope": r["cluster_type"],
+                "embedding_type": r["etype"],
+                "clusters": {},
+                "items": 0,
+                "last": None,
+                "reconsolidation_runs": 0,
+                "reconsolidations_skipped": 0,
+            },
+        )
+        sc["clusters"][r["status"]] = int(r["n"])
+        if r["last"] is not None and (sc["last"] is None or r["last"] > sc["last"]):
+            sc["last"] = r["last"]
+    for r in raw["items"]:
+        if r["cluster_type"] in scopes:
+            scopes[r["cluster_type"]]["items"] = int(r["n"])
+    for r in raw["runs"]:
+        if r["cluster_type"] in scopes:
+            scopes[r["cluster_type"]]["reconsolidation_runs"] = int(r["done"])
+            scopes[r["cluster_type"]]["reconsolidations_skipped"] = int(r["skipped"])
+    lag: LagProbe = request.app.state.lag
+    stats = Statistics(
+        scopes=[
+            ScopeStatistics(
+                **{k: v for k, v in sc.items() if k != "last"},
+                last_event_time=assemble.iso(sc["last"]),
+            )
+            for _, sc in sorted(scopes.items())
+        ],
+        consumer_lag=await lag.get(),
+        batch_jobs={r["status"]: int(r["n"]) for r in raw["jobs"]},
+    )
+    body = stats.model_dump_json().encode()
+    await cache.put_answer("statistics", {}, body)
+    return _json(body, False)
