@@ -147,8 +147,8 @@ def run_engine(
     t0 = 1_765_000_000.0
     times = t0 + np.arange(n, dtype=np.float64) * 300.0
     ids = [f"doc_{i:04d}" if i % 2 == 0 else f"doc_{i - 1:04d}_event_0" for i in range(n)]
-    docs = [f"doc_{i - i % 2:04d}" for i in range(n)]
-    meta = [
+    docs: list[str | None] = [f"doc_{i - i % 2:04d}" for i in range(n)]
+    meta: list[dict[str, Any] | None] = [
         {
             "title": TOPICS[int(k)] + f" report {i % 7}",
             "domain": DOMAINS[int(k)],
@@ -208,9 +208,9 @@ def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[P
         membership,
         sorted(st.name for st in engine.scopes.values()),
     )
-    r = redis.Redis.from_url(services.redis)
-    for key in r.scan_iter(match=f"{name}:*"):
-        r.delete(key)
+    rc = redis.Redis.from_url(services.redis)
+    for key in rc.scan_iter(match=f"{name}:*"):
+        rc.delete(key)
 
 
 def api_settings(
