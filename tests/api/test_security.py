@@ -39,7 +39,10 @@ def test_tokens_and_roles(client: TestClient) -> None:
     assert client.get("/api/v1/clusters", headers=auth(READ_TOKEN)).status_code == 200
     assert client.get("/api/v1/clusters", headers=auth(ADMIN_TOKEN)).status_code == 200
     # a read-only token may not submit or cancel jobs
-    line = b'{"item_id":"a","embedding_type":"document","embedding_model":"m","event_time":0,"vector":[1,0]}\n'
+    line = (
+        b'{"item_id":"a","embedding_type":"document","embedding_model":"m",'
+        b'"event_time":0,"vector":[1,0]}\n'
+    )
     r = client.post(
         "/api/v1/cluster/batch",
         content=line,
