@@ -47,6 +47,7 @@ def _job(row: Any) -> Job:
         items_total=total,
         items_done=done,
         items_rejected=row["items_rejected"],
+        resumed_from=row["resumed_from"],
         progress=1.0
         if row["status"] == "succeeded"
         else (min(done / total, 1.0) if total else 0.0),

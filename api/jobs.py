@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1024  # items per engine call, and per progress update
 JOB_COLS = (
     "id, status, source_kind, source_path, name, items_total, items_done, items_rejected,"
+    " resumed_from,"
     " clusters, error, cancel_requested, created_at, started_at, finished_at"
 )
 
@@ -239,7 +240,12 @@ class JobRunner:
             engine, start, rejected = pickle.loads(job["checkpoint"])
         log.info("batch job %s: %d items, starting at %d", job_id, len(events), start)
         await conn.execute(
-            "UPDATE batch_jobs SET items_total = $2 WHERE id = $1", job_id, len(events)
+            "UPDATE batch_jobs SET items_total = $2, items_done = $3, items_rejected = $4,"
+            " resumed_from = $3 WHERE id = $1",
+            job_id,
+            len(events),
+            start,
+            rejected,
         )
         since_checkpoint = 0
         try:

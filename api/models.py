@@ -226,6 +226,9 @@ class Job(BaseModel):
     items_total: int
     items_done: int
     items_rejected: int = Field(description="vectors the engine refused (zero, wrong size...)")
+    resumed_from: int = Field(
+        description="items the latest run took over from a checkpoint (0: ran from the start)"
+    )
     progress: float = Field(ge=0.0, le=1.0)
     clusters: int | None
     error: str | None

@@ -12,6 +12,7 @@ CREATE TABLE batch_jobs (
     items_total         integer NOT NULL DEFAULT 0,
     items_done          integer NOT NULL DEFAULT 0,
     items_rejected      integer NOT NULL DEFAULT 0,  -- bad vectors (zero, wrong dimension...)
+    resumed_from        integer NOT NULL DEFAULT 0,  -- items the current run took from a checkpoint
     clusters            integer,
     error               text,
     cancel_requested    boolean NOT NULL DEFAULT false,
