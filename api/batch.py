@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from api import jobs
-from api.errors import ERROR_RESPONSES, ApiError, FieldError, invalid
+from api.errors import ERROR_RESPONSES, ApiError, ErrorBody, FieldError, invalid
 from api.models import DirectoryJob, Job
 from api.security import admin, confine
 from api.settings import ApiSettings
@@ -73,6 +73,10 @@ def _pool(request: Request) -> asyncpg.Pool:
     " (application/x-ndjson) or a directory of *.jsonl under the data root (application/json)",
     openapi_extra=_BODY,
     dependencies=[Depends(admin)],
+    responses={
+        409: {"model": ErrorBody, "description": "directory jobs are not configured"},
+        415: {"model": ErrorBody, "description": "neither JSONL nor JSON"},
+    },
 )
 async def submit(
     request: Request,
@@ -152,7 +156,7 @@ async def cancel(request: Request, job_id: JobId) -> Job:
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
             "description": "one ClusterResult per line",
         },
-        409: {"model": ERROR_RESPONSES[422]["model"], "description": "the job has not succeeded"},
+        409: {"model": ErrorBody, "description": "the job has not succeeded"},
     },
 )
 async def results(request: Request, job_id: JobId) -> StreamingResponse:
