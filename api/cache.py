@@ -17,6 +17,25 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 
+# per scope hash holding the item: the key, the cluster id and its summary ('' if none)
+_LOOKUP = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  local cid = redis.call('HGET', key, ARGV[1])
+  if cid then
+    out[#out + 1] = key
+    out[#out + 1] = cid
+    out[#out + 1] = redis.call('HGET', ARGV[2], cid) or ''
+  end
+end
+return out
+"""
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 class ReadCache:
     SCOPES_SECONDS = 5.0  # how long the list of scope hashes is reused before a new SCAN
 
@@ -27,6 +46,7 @@ class ReadCache:
         self._scopes: list[str] = []
         self._scopes_at = -1e9
         self._warned = False
+        self._lookup: Any = None
 
     def _failed(self, exc: Exception) -> None:
         if not self._warned:
@@ -56,35 +76,30 @@ class ReadCache:
 
     async def item(self, item_id: str) -> tuple[list[tuple[str, str]], dict[str, Any]] | None:
         """(scope, cluster id) per scope holding the item, and the cached summaries of those
-        clusters; None when Redis cannot answer (then PostgreSQL does)."""
+        clusters; None when Redis cannot answer (then PostgreSQL does). One round trip: a
+        script reads every scope hash and the summaries together."""
         try:
             keys = await self._scope_keys()
             if not keys:
                 return None
-            pipe = self.client.pipeline(transaction=False)
-            for k in keys:
-                pipe.hget(k, item_id)
-            found = await pipe.execute()
-            pairs = [
-                (k[len(self.prefix) + len(":items:") :], v.decode())
-                for k, v in zip(keys, found, strict=True)
-                if v is not None
-            ]
-            if not pairs:
-                return [], {}
-            raw = await self.client.hmget(f"{self.prefix}:clusters", [c for _, c in pairs])
+            if self._lookup is None:
+                self._lookup = self.client.register_script(_LOOKUP)
+            flat = await self._lookup(keys=keys, args=[item_id, f"{self.prefix}:clusters"])
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return None
         self._warned = False
+        cut = len(self.prefix) + len(":items:")
+        pairs: list[tuple[str, str]] = []
         summaries: dict[str, Any] = {}
-        for (_, cid), value in zip(pairs, raw, strict=True):
-            if value is None:
-                continue
-            try:
-                summaries[cid] = json.loads(value)
-            except ValueError:
-                continue
+        for i in range(0, len(flat), 3):
+            key, cid, summary = (_text(v) for v in flat[i : i + 3])
+            pairs.append((key[cut:], cid))
+            if summary:
+                try:
+                    summaries[cid] = json.loads(summary)
+                except ValueError:
+                    continue
         return pairs, summaries
 
     # ------------------------------------------------------------------ answers

@@ -97,7 +97,9 @@ def _write_from_engine(engine: Engine, changes: list[ChangeEvent], runs: list[An
     return w
 
 
-async def _fill(dsn: str, engine: Engine, changes: list[ChangeEvent], runs: list[Any]) -> None:
+async def fill_database(
+    dsn: str, engine: Engine, changes: list[ChangeEvent], runs: list[Any]
+) -> None:
     store = await Store.connect(dsn)
     try:
         await store.commit(_write_from_engine(engine, changes, runs))
@@ -138,11 +140,11 @@ async def _fill(dsn: str, engine: Engine, changes: list[ChangeEvent], runs: list
 
 
 def run_engine(
-    n: int = 900, dim: int = 24, seed: int = 3
+    n: int = 900, dim: int = 24, seed: int = 3, topics: int = 3
 ) -> tuple[Engine, list[ChangeEvent], list[Any]]:
-    """Documents and events over three topics, a day apart per 300 items; then a manual
-    reconsolidation so runs and groups exist."""
-    x, y = blobs(n, dim, len(TOPICS), seed=seed)
+    """Documents and events over `topics` topics (the first three named), an item every five
+    minutes; then a manual reconsolidation so runs and groups exist."""
+    x, y = blobs(n, dim, topics, seed=seed)
     engine = Engine(EngineConfig(tick_items=128, min_reconsolidation_clusters=2))
     t0 = 1_765_000_000.0
     times = t0 + np.arange(n, dtype=np.float64) * 300.0
@@ -150,9 +152,9 @@ def run_engine(
     docs: list[str | None] = [f"doc_{i - i % 2:04d}" for i in range(n)]
     meta: list[dict[str, Any] | None] = [
         {
-            "title": TOPICS[int(k)] + f" report {i % 7}",
-            "domain": DOMAINS[int(k)],
-            "event_type": EVENT_TYPES[int(k)],
+            "title": (TOPICS[int(k)] if k < 3 else f"topic{int(k)} story") + f" report {i % 7}",
+            "domain": DOMAINS[int(k) % 3],
+            "event_type": EVENT_TYPES[int(k) % 3],
         }
         for i, k in enumerate(y)
     ]
@@ -178,11 +180,11 @@ def run_engine(
     return engine, changes, runs
 
 
-@pytest.fixture
-def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[Populated]:
-    name, dsn = fresh_database
-    engine, changes, runs = run_engine()
-    asyncio.run(_fill(dsn, engine, changes, runs))
+def fill_cache(
+    engine: Engine, redis_url: str, prefix: str
+) -> tuple[dict[tuple[str, str], str], dict[str, ClusterResult]]:
+    """The Redis hashes the worker keeps (state.cache.Cache.apply), for the engine's state;
+    returns the memberships and the active clusters' results."""
     membership: dict[tuple[str, str], str] = {}
     summaries: list[tuple[str, str | None]] = []
     results: dict[str, ClusterResult] = {}
@@ -196,8 +198,23 @@ def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[P
                 r = engine.cluster_result(st, s, df, len(live))
                 results[r.cluster_id] = r
                 summaries.append((r.cluster_id, _summary(r.model_dump())))
-    cache = Cache(services.redis, name)
+    cache = Cache(redis_url, prefix)
     assert cache.apply([(sc, it, c) for (sc, it), c in membership.items()], [], summaries)
+    return membership, results
+
+
+def drop_cache(redis_url: str, prefix: str) -> None:
+    rc = redis.Redis.from_url(redis_url)
+    for key in rc.scan_iter(match=f"{prefix}:*"):
+        rc.delete(key)
+
+
+@pytest.fixture
+def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[Populated]:
+    name, dsn = fresh_database
+    engine, changes, runs = run_engine()
+    asyncio.run(fill_database(dsn, engine, changes, runs))
+    membership, results = fill_cache(engine, services.redis, name)
     yield Populated(
         dsn,
         name,
@@ -208,9 +225,7 @@ def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[P
         membership,
         sorted(st.name for st in engine.scopes.values()),
     )
-    rc = redis.Redis.from_url(services.redis)
-    for key in rc.scan_iter(match=f"{name}:*"):
-        rc.delete(key)
+    drop_cache(services.redis, name)
 
 
 def api_settings(

@@ -6,10 +6,9 @@ import asyncio
 
 import asyncpg
 import numpy as np
-import redis
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import DOMAINS, Populated
+from tests.api.conftest import DOMAINS, Populated, drop_cache
 
 
 def _all_pages(client: TestClient, **params: object) -> list[dict]:
@@ -163,9 +162,7 @@ def test_item_lookup_from_cache_then_database(client: TestClient, populated: Pop
     want = {sc: c for (sc, it), c in populated.membership.items() if it == "doc_0000"}
     assert {m["scope"]: m["cluster_id"] for m in body["memberships"]} == want
     assert all(m["cluster"]["cluster_id"] == m["cluster_id"] for m in body["memberships"])
-    rc = redis.Redis.from_url(populated.redis_url)
-    for key in rc.scan_iter(match=f"{populated.prefix}:*"):
-        rc.delete(key)
+    drop_cache(populated.redis_url, populated.prefix)
     client.app.state.cache._scopes_at = -1e9  # type: ignore[attr-defined]
     r = client.get("/api/v1/items/doc_0000")
     assert r.status_code == 200
