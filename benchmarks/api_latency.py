@@ -43,7 +43,7 @@ from tests.api.conftest import ADMIN_TOKEN, drop_cache, fill_cache, fill_databas
 from tests.stream.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-LISTS = [
+LISTS: list[dict[str, Any]] = [
     {"limit": 50},
     {"limit": 50, "embedding_type": "document"},
     {"limit": 50, "embedding_type": "event", "sort": "size"},
