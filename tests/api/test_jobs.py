@@ -225,7 +225,7 @@ def test_a_running_job_resumes_from_its_checkpoint(
     """An API stops while its job runs; the next one resumes from the checkpoint in
     PostgreSQL (not from zero) and the results equal an uninterrupted run."""
     name, dsn = fresh_database
-    data = jsonl(30_000, dim=8, seed=4)
+    data = jsonl(12_000, dim=8, seed=4)
     s = api_settings(None, services, dsn=dsn, prefix=name, job_checkpoint_items=1024)
     with TestClient(create_app(s), raise_server_exceptions=False) as c:
         c.headers.update(auth(ADMIN_TOKEN))
