@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.jobs import in_time_order, parse_jsonl
 from processors import Engine, EngineConfig
+from schemas.inputs import VectorEvent
 from tests.api.conftest import ADMIN_TOKEN, READ_TOKEN, api_settings, auth
 from tests.conftest import ROOT, Services, blobs, wait_until
 from tests.stream.conftest import free_port
@@ -48,7 +48,10 @@ def jsonl(n: int, dim: int = 16, seed: int = 1, shuffle_times: bool = True) -> b
 
 def offline(data: bytes) -> list[dict]:
     """What the job must produce: the engine over the events in event-time order."""
-    events = in_time_order(parse_jsonl(data, "line"))
+    events = sorted(
+        (VectorEvent.model_validate_json(line) for line in data.splitlines() if line.strip()),
+        key=lambda e: e.event_time,
+    )
     eng = Engine(EngineConfig())
     for i in range(0, len(events), 1024):
         eng.process_events(events[i : i + 1024])

@@ -184,6 +184,7 @@ def test_search_by_vector_text_and_filters(client: TestClient, populated: Popula
     hits = r.json()["items"]
     assert hits[0]["cluster_id"] == cid and hits[0]["similarity"] > 0.99
     assert all(h["similarity"] >= 0.5 for h in hits) and len(hits) <= 2
+    assert all(h["scope"] == want.scope for h in hits)
     word = want.cluster_label.split()[0]
     r = client.post("/api/v1/clusters/search", json={"text": word.upper()})
     got = {h["cluster_id"] for h in r.json()["items"]}
