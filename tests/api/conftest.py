@@ -27,6 +27,7 @@ from state.db import BatchWrite, ClusterRow, ItemRow, Store
 from stream.settings import Settings
 from stream.worker import _summary
 from tests.conftest import Services, blobs
+from tests.stream.conftest import env  # noqa: F401  (the real-worker fixture, for test_end_to_end)
 
 READ_TOKEN = "read-" + "r" * 24
 ADMIN_TOKEN = "admin-" + "a" * 24
