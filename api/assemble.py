@@ -59,7 +59,9 @@ def cluster_summary(
         "cluster_type": embedding_type(row),
         "scope": row["cluster_type"],
         "status": row["status"],
-        "cluster_label": row.get("label") if row.get("label") is not None else sm.get("label"),
+        "cluster_label": row["label"]
+        if row.get("label") is not None
+        else sm.get("cluster_label", sm.get("label")),
         "cluster_size": int(row["size"]),
         "weight": float(row["weight"]),
         "temporal_span": span(row.get("first_event_time"), row.get("last_event_time")),
@@ -73,16 +75,18 @@ def cluster_summary(
 
 def summary_from_cache(cluster_id: str, sm: Mapping[str, Any]) -> dict[str, Any] | None:
     """A list item from the Redis summary alone (the cached item lookup); None when the
-    cached record lacks what the answer needs."""
+    cached record lacks what the answer needs. Reads the worker's small summary and the
+    Stage 5 summary (the ClusterResult less members and centroid) alike."""
     try:
         first, last = sm["temporal_span"]
+        size = sm["cluster_size"] if "cluster_size" in sm else sm["size"]
         return {
             "cluster_id": cluster_id,
-            "cluster_type": str(sm["scope"]).split("/", 1)[0],
+            "cluster_type": sm.get("cluster_type") or str(sm["scope"]).split("/", 1)[0],
             "scope": sm["scope"],
             "status": sm["status"],
-            "cluster_label": sm.get("label"),
-            "cluster_size": int(sm["size"]),
+            "cluster_label": sm.get("cluster_label", sm.get("label")),
+            "cluster_size": int(size),
             "weight": float(sm["weight"]),
             "temporal_span": span(_num(first), _num(last)),
             "domain": sm.get("domain"),

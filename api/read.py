@@ -101,9 +101,7 @@ async def list_clusters(
     if hit is not None:
         return _json(hit, True)
     rows, nxt = await queries.list_clusters(_pool(request), f, sort, order, limit, cursor)
-    body = orjson.dumps(
-        {"items": [assemble.cluster_summary(r) for r in rows], "next_cursor": nxt}
-    )
+    body = orjson.dumps({"items": [assemble.cluster_summary(r) for r in rows], "next_cursor": nxt})
     await cache.put_answer("clusters", key, body)
     return _json(body, False)
 
