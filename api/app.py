@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import Depends, FastAPI, Request
 
-from api import batch, errors, read
+from api import batch, errors, read, web
 from api.cache import ReadCache
 from api.errors import ApiError, ErrorBody
 from api.jobs import JobRunner
@@ -69,6 +69,7 @@ def create_app(settings: ApiSettings, engine_config: EngineConfig | None = None)
     errors.install(app)
     app.include_router(read.router, dependencies=[Depends(reader)])
     app.include_router(batch.router, dependencies=[Depends(reader)])
+    app.include_router(web.router)
 
     async def health(request: Request) -> Health:
         """Liveness and readiness: 200 while PostgreSQL answers (Redis is a cache: when it

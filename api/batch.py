@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from api import jobs
 from api.errors import ERROR_RESPONSES, ApiError, ErrorBody, FieldError, invalid
-from api.models import DirectoryJob, Job
+from api.models import NO_NUL, DirectoryJob, Job
 from api.security import admin, confine
 from api.settings import ApiSettings
 
@@ -80,7 +80,9 @@ def _pool(request: Request) -> asyncpg.Pool:
 )
 async def submit(
     request: Request,
-    name: Annotated[str | None, Query(max_length=200, description="a label for the job")] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL, description="a label for the job")
+    ] = None,
 ) -> Job:
     s: ApiSettings = request.app.state.settings
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()

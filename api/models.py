@@ -13,6 +13,8 @@ Status = Literal["candidate", "active", "retired", "merged"]
 SortKey = Literal["last_event_time", "first_event_time", "size", "weight"]
 Order = Literal["desc", "asc"]
 MAX_DIMENSION = 8192
+NO_NUL = r"^[^\x00]*$"
+"""free-text inputs: anything but NUL, which PostgreSQL text cannot hold"""
 
 
 class ClusterSummary(BaseModel):
@@ -117,10 +119,10 @@ class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     embedding_type: EmbeddingType | None = None
-    scope: str | None = Field(default=None, min_length=1, max_length=1024)
+    scope: str | None = Field(default=None, min_length=1, max_length=1024, pattern=NO_NUL)
     status: list[Status] = Field(default_factory=_default_status)
-    domain: str | None = Field(default=None, min_length=1, max_length=256)
-    event_type: str | None = Field(default=None, min_length=1, max_length=256)
+    domain: str | None = Field(default=None, min_length=1, max_length=256, pattern=NO_NUL)
+    event_type: str | None = Field(default=None, min_length=1, max_length=256, pattern=NO_NUL)
     since: datetime | None = Field(
         default=None, description="clusters whose span ends at or after this time"
     )
@@ -153,6 +155,7 @@ class SearchRequest(BaseModel):
         default=None,
         min_length=1,
         max_length=256,
+        pattern=NO_NUL,
         description="words that must all appear in the label (case-insensitive)",
     )
 
@@ -175,8 +178,13 @@ class PartitionLag(BaseModel):
 
 
 class ConsumerLag(BaseModel):
+    """Kafka's view: lag of the router and worker groups, and the dead-letter topic."""
+
     status: Literal["ok", "unknown"]
     total: int | None = None
+    dead_letters: int | None = Field(
+        default=None, description="messages on the dead-letter topic (within retention)"
+    )
     partitions: list[PartitionLag] = Field(default_factory=list)
     detail: str | None = None
 
@@ -194,6 +202,7 @@ class ScopeStatistics(BaseModel):
 class Statistics(BaseModel):
     scopes: list[ScopeStatistics]
     consumer_lag: ConsumerLag
+
     batch_jobs: dict[str, int] = Field(description="batch jobs by status")
 
 
@@ -212,9 +221,10 @@ class DirectoryJob(BaseModel):
     path: str = Field(
         min_length=1,
         max_length=1024,
+        pattern=NO_NUL,
         description="directory relative to CLUSTERER_API_DATA_ROOT holding *.jsonl vector events",
     )
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
 
 
 class Job(BaseModel):
@@ -236,3 +246,29 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class RecentEvent(HistoryEvent):
+    scope: str
+
+
+class EventPage(BaseModel):
+    items: list[RecentEvent]
+    next_cursor: str | None = Field(description="pass as `cursor` to get only newer events")
+
+
+class MapPoint(BaseModel):
+    cluster_id: str
+    cluster_label: str | None
+    cluster_size: int
+    x: float
+    y: float
+    last_event_time: str | None
+
+
+class ScopeMap(BaseModel):
+    """A scope's active centroids projected on their first two principal components."""
+
+    scope: str
+    explained_variance: list[float]
+    points: list[MapPoint]

@@ -38,7 +38,7 @@ def decode_cursor(raw: str, field: str = "query.cursor") -> dict[str, Any]:
         obj = json.loads(base64.urlsafe_b64decode(raw.encode("ascii") + b"=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, UnicodeError) as exc:
         raise invalid(field, "not a cursor this API issued") from exc
-    if not isinstance(obj, dict):
+    if not isinstance(obj, dict) or "\\u0000" in json.dumps(obj):
         raise invalid(field, "not a cursor this API issued")
     return obj
 
@@ -233,3 +233,36 @@ async def statistics(pool: asyncpg.Pool) -> dict[str, Any]:
         )
         jobs = await conn.fetch("SELECT status, count(*) AS n FROM batch_jobs GROUP BY status")
     return {"by_status": by_status, "items": items, "runs": runs, "jobs": jobs}
+
+
+async def recent_events(
+    pool: asyncpg.Pool, limit: int, after: tuple[float, str] | None, scope: str | None
+) -> list[asyncpg.Record]:
+    """Change events across clusters in the order they were stored (newest last), those
+    after the cursor (stored time, event id); without a cursor the newest `limit`."""
+    w = Where()
+    if scope is not None:
+        w.add(f"cluster_type = {w.arg(scope)}")
+    cols = (
+        "event_id, cluster_id, cluster_type, kind, related_ids, event_time, sequence,"
+        " payload::text AS payload, extract(epoch FROM created_at)::float8 AS stored"
+    )
+    async with pool.acquire() as conn:
+        if after is None:
+            rows = await conn.fetch(
+                f"SELECT * FROM (SELECT {cols} FROM cluster_events WHERE {w.sql()}"
+                f" ORDER BY stored DESC, event_id DESC LIMIT {w.arg(limit)}) e"
+                " ORDER BY stored, event_id",
+                *w.args,
+            )
+        else:
+            w.add(
+                f"(extract(epoch FROM created_at)::float8, event_id) >"
+                f" ({w.arg(after[0])}::float8, {w.arg(after[1])})"
+            )
+            rows = await conn.fetch(
+                f"SELECT {cols} FROM cluster_events WHERE {w.sql()}"
+                f" ORDER BY stored, event_id LIMIT {w.arg(limit)}",
+                *w.args,
+            )
+    return list(rows)

@@ -18,17 +18,21 @@ from api import assemble, queries
 from api.cache import ReadCache
 from api.errors import ERROR_RESPONSES, ApiError, invalid
 from api.models import (
+    NO_NUL,
     ClusterDetail,
     ClusterPage,
     ConsumerLag,
+    EventPage,
     Filters,
     HistoryEvent,
     HistoryPage,
     ItemClusters,
+    MapPoint,
     Member,
     MemberPage,
     Order,
     PartitionLag,
+    ScopeMap,
     ScopeStatistics,
     SearchHit,
     SearchRequest,
@@ -42,7 +46,7 @@ from schemas.inputs import EmbeddingType
 from stream.settings import Settings
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)  # type: ignore[arg-type]
-ClusterId = Annotated[str, Path(min_length=1, max_length=512)]
+ClusterId = Annotated[str, Path(min_length=1, max_length=512, pattern=NO_NUL)]
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -71,17 +75,17 @@ def _json(body: bytes, cached: bool) -> Response:
 async def list_clusters(
     request: Request,
     embedding_type: EmbeddingType | None = None,
-    scope: Annotated[str | None, Query(min_length=1, max_length=1024)] = None,
+    scope: Annotated[str | None, Query(min_length=1, max_length=1024, pattern=NO_NUL)] = None,
     status: Annotated[list[Status] | None, Query(description="repeatable; default active")] = None,
-    domain: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
-    event_type: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    domain: Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)] = None,
+    event_type: Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)] = None,
     since: Annotated[datetime | None, Query(description="span ends at or after")] = None,
     until: Annotated[datetime | None, Query(description="span starts at or before")] = None,
     min_size: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     sort: SortKey = "last_event_time",
     order: Order = "desc",
     limit: Annotated[int, Query(ge=1, description="capped at CLUSTERER_API_LIST_LIMIT_MAX")] = 50,
-    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    cursor: Annotated[str | None, Query(max_length=2048, pattern=NO_NUL)] = None,
 ) -> Response:
     s = _settings(request)
     limit = min(limit, s.list_limit_max)
@@ -123,7 +127,7 @@ async def get_members(
     request: Request,
     cluster_id: ClusterId,
     limit: Annotated[int, Query(ge=1)] = 100,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL)] = None,
 ) -> MemberPage:
     pool = _pool(request)
     limit = min(limit, _settings(request).list_limit_max)
@@ -164,7 +168,7 @@ async def get_history(
     request: Request,
     cluster_id: ClusterId,
     limit: Annotated[int, Query(ge=1)] = 100,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: Annotated[str | None, Query(max_length=1024, pattern=NO_NUL)] = None,
 ) -> HistoryPage:
     import json
 
@@ -263,7 +267,7 @@ def _hit(row: Any, sim: float | None) -> SearchHit:
     summary="The item's cluster in every scope (Redis first, PostgreSQL otherwise)",
 )
 async def get_item(
-    request: Request, item_id: Annotated[str, Path(min_length=1, max_length=512)]
+    request: Request, item_id: Annotated[str, Path(min_length=1, max_length=512, pattern=NO_NUL)]
 ) -> Response:
     # the hot path of Stage 7: dicts straight to orjson (the shape is ItemClusters, checked
     # by the fuzz test against the spec), no model round trip
@@ -298,6 +302,95 @@ def _orjson(obj: Any) -> Response:
     return Response(orjson.dumps(obj), media_type="application/json")
 
 
+# ---------------------------------------------------------------------- live view feeds
+@router.get(
+    "/events",
+    response_model=EventPage,
+    summary="Recent change events across clusters, oldest first; poll with the cursor",
+)
+async def recent_events(
+    request: Request,
+    scope: Annotated[str | None, Query(min_length=1, max_length=1024, pattern=NO_NUL)] = None,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024, pattern=NO_NUL)] = None,
+) -> Response:
+    limit = min(limit, _settings(request).list_limit_max)
+    after = None
+    if cursor is not None:
+        c = queries.decode_cursor(cursor)
+        at, eid = c.get("t"), c.get("e")
+        if not isinstance(at, int | float) or isinstance(at, bool) or not isinstance(eid, str):
+            raise invalid("query.cursor", "not a cursor this API issued")
+        after = (float(at), eid)
+    rows = await queries.recent_events(_pool(request), limit, after, scope)
+    nxt: str | None
+    if rows:
+        nxt = queries.encode_cursor({"t": rows[-1]["stored"], "e": rows[-1]["event_id"]})
+    else:
+        nxt = cursor
+    items = [
+        {
+            "event_id": r["event_id"],
+            "kind": r["kind"],
+            "cluster_id": r["cluster_id"],
+            "scope": r["cluster_type"],
+            "related_ids": list(r["related_ids"]),
+            "event_time": assemble.iso(r["event_time"]),
+            "sequence": r["sequence"],
+            "payload": orjson.loads(r["payload"]),
+        }
+        for r in rows
+    ]
+    return _orjson({"items": items, "next_cursor": nxt})
+
+
+@router.get(
+    "/map",
+    response_model=ScopeMap,
+    summary="A scope's active centroids on their first two principal components (PCA)",
+)
+async def scope_map(
+    request: Request,
+    scope: Annotated[str, Query(min_length=1, max_length=1024, pattern=NO_NUL)],
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> ScopeMap:
+    rows = await queries.centroids(_pool(request), Filters(scope=scope))
+    rows = sorted(rows, key=lambda r: (-int(r["size"]), r["id"]))[:limit]
+    mats = [np.frombuffer(bytes(r["centroid"]), dtype="<f4") for r in rows]
+    dims = {m.shape[0] for m in mats}
+    if len(dims) > 1:
+        raise ApiError(409, f"scope {scope!r} holds centroids of several dimensions")
+    if not rows:
+        return ScopeMap(scope=scope, explained_variance=[], points=[])
+    x = np.vstack(mats).astype(np.float64)
+    xc = x - x.mean(axis=0)
+    # SVD of the centred centroids: deterministic up to sign, fixed by making the largest
+    # loading of each component positive
+    _, sv, vt = np.linalg.svd(xc, full_matrices=False)
+    comps = vt[:2]
+    comps *= np.sign(comps[np.arange(comps.shape[0]), np.abs(comps).argmax(axis=1)])[:, None]
+    xy = xc @ comps.T
+    if xy.shape[1] < 2:
+        xy = np.hstack([xy, np.zeros((xy.shape[0], 2 - xy.shape[1]))])
+    total = float((sv**2).sum())
+    explained = [round(float(v**2) / total, 4) if total > 0 else 0.0 for v in sv[:2]]
+    return ScopeMap(
+        scope=scope,
+        explained_variance=explained,
+        points=[
+            MapPoint(
+                cluster_id=r["id"],
+                cluster_label=r["label"],
+                cluster_size=int(r["size"]),
+                x=round(float(xy[i, 0]), 6),
+                y=round(float(xy[i, 1]), 6),
+                last_event_time=assemble.iso(r["last_event_time"]),
+            )
+            for i, r in enumerate(rows)
+        ],
+    )
+
+
 # ---------------------------------------------------------------------- statistics
 class LagProbe:
     """Consumer lag from Kafka (committed offsets vs high watermarks, as `clusterer lag`),
@@ -312,19 +405,38 @@ class LagProbe:
         self._last: ConsumerLag | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self) -> ConsumerLag:
+    def _probe(self) -> tuple[list[Any], int]:
+        from confluent_kafka import Consumer, TopicPartition
+
         from stream.ops import lag
 
+        rows = lag(self.settings, self.timeout)
+        c = Consumer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "clusterer-api"}
+        )
+        try:
+            topic = self.settings.dlq_topic
+            md = c.list_topics(topic, timeout=self.timeout).topics.get(topic)
+            dead = 0
+            for p in sorted(md.partitions) if md is not None and md.error is None else []:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout)
+                dead += max(hi - lo, 0)
+        finally:
+            c.close()
+        return rows, dead
+
+    async def get(self) -> ConsumerLag:
         async with self._lock:
             if self._last is not None and time.monotonic() - self._at < self.KEEP_SECONDS:
                 return self._last
             try:
-                rows = await asyncio.wait_for(
-                    asyncio.to_thread(lag, self.settings, self.timeout), self.timeout * 3 + 1
+                rows, dead = await asyncio.wait_for(
+                    asyncio.to_thread(self._probe), self.timeout * 4 + 1
                 )
                 out = ConsumerLag(
                     status="ok",
                     total=sum(r.lag for r in rows),
+                    dead_letters=dead,
                     partitions=[
                         PartitionLag(
                             group=r.group,

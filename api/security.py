@@ -125,10 +125,13 @@ class BodyLimitMiddleware:
         await resp(scope, receive, send)
 
 
+_EXEMPT = frozenset({"/health", "/api/v1/health", "/"})
+
+
 class RateLimitMiddleware:
     """A token bucket per client (the bearer token's hash when one is sent, else the peer
     address): `rate_per_minute` sustained, `burst` at once; 429 with Retry-After beyond.
-    Per API process; /health is exempt (probes)."""
+    Per API process; /health (probes) and the web page's static files are exempt."""
 
     def __init__(self, app: ASGIApp, rate_per_minute: int, burst: int) -> None:
         self.app = app
@@ -156,7 +159,11 @@ class RateLimitMiddleware:
         return (1.0 - tokens) / self.rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/health", "/api/v1/health"):
+        if (
+            scope["type"] != "http"
+            or scope["path"] in _EXEMPT
+            or scope["path"].startswith("/static/")
+        ):
             await self.app(scope, receive, send)
             return
         wait = self.take(self._client(scope), time.monotonic())
