@@ -236,13 +236,19 @@ async def statistics(pool: asyncpg.Pool) -> dict[str, Any]:
 
 
 async def recent_events(
-    pool: asyncpg.Pool, limit: int, after: tuple[float, str] | None, scope: str | None
+    pool: asyncpg.Pool,
+    limit: int,
+    after: tuple[float, str] | None,
+    scope: str | None,
+    kinds: list[str] | None = None,
 ) -> list[asyncpg.Record]:
     """Change events across clusters in the order they were stored (newest last), those
     after the cursor (stored time, event id); without a cursor the newest `limit`."""
     w = Where()
     if scope is not None:
         w.add(f"cluster_type = {w.arg(scope)}")
+    if kinds:
+        w.add(f"kind = ANY({w.arg(kinds)}::text[])")
     cols = (
         "event_id, cluster_id, cluster_type, kind, related_ids, event_time, sequence,"
         " payload::text AS payload, extract(epoch FROM created_at)::float8 AS stored"

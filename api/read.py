@@ -43,6 +43,7 @@ from api.models import (
 )
 from api.settings import ApiSettings
 from schemas.inputs import EmbeddingType
+from schemas.outputs import ChangeKind
 from stream.settings import Settings
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)  # type: ignore[arg-type]
@@ -311,6 +312,7 @@ def _orjson(obj: Any) -> Response:
 async def recent_events(
     request: Request,
     scope: Annotated[str | None, Query(min_length=1, max_length=1024, pattern=NO_NUL)] = None,
+    kind: Annotated[list[ChangeKind] | None, Query(description="repeatable; default all")] = None,
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024, pattern=NO_NUL)] = None,
 ) -> Response:
@@ -322,7 +324,8 @@ async def recent_events(
         if not isinstance(at, int | float) or isinstance(at, bool) or not isinstance(eid, str):
             raise invalid("query.cursor", "not a cursor this API issued")
         after = (float(at), eid)
-    rows = await queries.recent_events(_pool(request), limit, after, scope)
+    kinds: list[str] | None = sorted(set(kind)) if kind else None
+    rows = await queries.recent_events(_pool(request), limit, after, scope, kinds)
     nxt: str | None
     if rows:
         nxt = queries.encode_cursor({"t": rows[-1]["stored"], "e": rows[-1]["event_id"]})

@@ -18,7 +18,8 @@ class Unauthorized extends Error {}
 async function api(path, params) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(params || {})) {
-    if (v !== null && v !== undefined) url.searchParams.set(k, v);
+    if (Array.isArray(v)) v.forEach((x) => url.searchParams.append(k, x));
+    else if (v !== null && v !== undefined) url.searchParams.set(k, v);
   }
   const r = await fetch(url, { headers: { Authorization: "Bearer " + state.token } });
   if (r.status === 401) throw new Unauthorized();
@@ -135,10 +136,11 @@ async function refresh() {
     clusterRows($("newest").querySelector("tbody"), fresh.items);
     drawMap(map);
   }
-  const ev = await api("/api/v1/events", { limit: 100, cursor: state.eventsCursor });
+  const ev = await api("/api/v1/events", { limit: 100, cursor: state.eventsCursor,
+                                           kind: ["created", "merged", "split", "retired"] });
   state.eventsCursor = ev.next_cursor;
   state.events = ev.items.reverse().concat(state.events).slice(0, 200);
-  $("events").innerHTML = state.events.filter((e) => e.kind !== "updated").slice(0, 60).map((e) =>
+  $("events").innerHTML = state.events.slice(0, 60).map((e) =>
     `<li><span class="kind kind-${esc(e.kind)}">${esc(e.kind)}</span> ${esc(e.cluster_id)}
      ${e.related_ids.length ? "↔ " + esc(e.related_ids.join(", ")) : ""}
      <span class="muted">${esc(e.event_time || "")} · size ${e.payload.size ?? ""}</span></li>`).join("");

@@ -4,16 +4,20 @@ with the outputs of a real engine run, the Redis hashes the worker keeps, and th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import httpx
 import numpy as np
 import pytest
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -26,8 +30,11 @@ from state.cache import Cache
 from state.db import BatchWrite, ClusterRow, ItemRow, Store
 from stream.settings import Settings
 from stream.worker import _summary
-from tests.conftest import Services, blobs
-from tests.stream.conftest import env  # noqa: F401  (the real-worker fixture, for test_end_to_end)
+from tests.conftest import Services, blobs, wait_until
+from tests.stream.conftest import (
+    env,  # noqa: F401  (the real-worker fixture, for test_end_to_end)
+    free_port,
+)
 
 READ_TOKEN = "read-" + "r" * 24
 ADMIN_TOKEN = "admin-" + "a" * 24
@@ -267,3 +274,28 @@ def client(populated: Populated, services: Services) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as c:
         c.headers.update(auth())
         yield c
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """The app on a real uvicorn in a thread (lifespan on); yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on")
+    )
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(base + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 60, "uvicorn to serve the API")
+        yield base
+    finally:
+        server.should_exit = True
+        t.join(30)

@@ -4,23 +4,19 @@ included) matches the spec. Bounded for CI by a small max_examples per operation
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.app import create_app
 from api.settings import ApiSettings
-from tests.api.conftest import ADMIN_TOKEN, Populated, api_settings, auth
-from tests.conftest import Services, wait_until
-from tests.stream.conftest import free_port
+from tests.api.conftest import ADMIN_TOKEN, Populated, api_settings, auth, serve
+from tests.conftest import Services
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -35,24 +31,8 @@ def served(populated: Populated, services: Services, tmp_path: Path) -> Iterator
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "a.jsonl").write_text("")
     app = create_app(api_settings(populated, services, job_runners=0, data_root=tmp_path))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on")
-    )
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, 60, "uvicorn to serve the API")
-    yield base
-    server.should_exit = True
-    t.join(30)
+    with serve(app) as base:
+        yield base
 
 
 SPEC = create_app(ApiSettings(open=True)).openapi()

@@ -55,6 +55,9 @@ def test_recent_events_poll_returns_only_new_events(
     assert nxt["items"][0]["scope"] == scope and nxt["items"][0]["payload"]["size"] == 3
     again = client.get("/api/v1/events", params={"cursor": nxt["next_cursor"]}).json()
     assert again["items"] == [] and again["next_cursor"] == nxt["next_cursor"]
+    created = client.get("/api/v1/events", params={"kind": "created", "limit": 500}).json()
+    want = sorted([e.event_id for e in populated.changes if e.kind == "created"] + ["late-1"])
+    assert sorted(e["event_id"] for e in created["items"]) == want
     bad = client.get("/api/v1/events", params={"cursor": "eyJ4IjoxfQ"})
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "query.cursor"
 
