@@ -39,6 +39,7 @@ def create_app(settings: ApiSettings, engine_config: EngineConfig | None = None)
         app.state.pool = pool
         app.state.cache = ReadCache(s.service.redis_url, s.service.prefix, s.cache_seconds)
         app.state.lag = LagProbe(s.service, s.kafka_timeout_seconds)
+        app.state.centroid_cache = {}
         runner = None
         if s.job_runners:
             runner = JobRunner(
@@ -101,7 +102,12 @@ def create_app(settings: ApiSettings, engine_config: EngineConfig | None = None)
         upload_limit=s.max_upload_bytes,
         upload_path="/api/v1/cluster/batch",
     )
-    app.add_middleware(RateLimitMiddleware, rate_per_minute=s.rate_per_minute, burst=s.rate_burst)
+    app.add_middleware(
+        RateLimitMiddleware,
+        rate_per_minute=s.rate_per_minute,
+        burst=s.rate_burst,
+        known=lambda token: s.role_of(token) is not None,
+    )
     app.add_middleware(errors.RequestIdMiddleware)
     return app
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import numpy as np
+import numpy.typing as npt
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
@@ -228,15 +229,18 @@ async def search(request: Request, body: SearchRequest) -> Response:
         norm = float(np.linalg.norm(q))
         if not np.isfinite(q).all() or norm == 0.0:
             raise invalid("body.vector", "must be finite and not all zero")
-        rows = await queries.centroids(pool, f)
-        rows = [r for r in rows if _label_has(r["label"], words)]
+        all_rows, all_mat = await _centroid_matrix(request, f)
+        keep = [i for i, r in enumerate(all_rows) if _label_has(r["label"], words)]
+        rows = [all_rows[i] for i in keep]
         if rows:
-            mat = np.vstack([np.frombuffer(bytes(r["centroid"]), dtype="<f4") for r in rows])
+            if all_mat is None:
+                raise ApiError(409, f"scope {f.scope!r} holds centroids of several dimensions")
+            mat = all_mat[keep]
             if mat.shape[1] != q.shape[0]:
                 raise invalid(
                     "body.vector", f"has {q.shape[0]} dimensions, the scope uses {mat.shape[1]}"
                 )
-            sims = mat.astype(np.float64) @ (q / norm)
+            sims = mat @ (q / norm)
             order = np.argsort(-sims, kind="stable")[: body.top_k]
             for i in order:
                 sim = float(sims[i])
@@ -250,6 +254,31 @@ async def search(request: Request, body: SearchRequest) -> Response:
     payload = result.model_dump_json().encode()
     await cache.put_answer("search", key, payload)
     return _json(payload, False)
+
+
+async def _centroid_matrix(
+    request: Request, f: Filters
+) -> tuple[list[Any], npt.NDArray[np.float64] | None]:
+    """The filtered clusters' rows and centroid matrix (None: mixed dimensions), reused for
+    CLUSTERER_API_CACHE_SECONDS per filter set: a big scope's centroids are megabytes, read
+    once for a burst of searches rather than per search."""
+    ttl = _settings(request).cache_seconds
+    store: dict[str, tuple[float, list[Any], Any]] = request.app.state.centroid_cache
+    key = f.model_dump_json()
+    now = time.monotonic()
+    got = store.get(key)
+    if got is not None and now - got[0] < ttl:
+        return got[1], got[2]
+    rows = await queries.centroids(_pool(request), f)
+    vecs = [np.frombuffer(bytes(r["centroid"]), dtype="<f4") for r in rows]
+    mat = None
+    if len({v.shape[0] for v in vecs}) <= 1:
+        mat = np.vstack(vecs).astype(np.float64) if vecs else np.zeros((0, 0))
+    if ttl > 0:
+        if len(store) > 64:  # a few scopes are searched; bound the memory anyway
+            store.clear()
+        store[key] = (now, rows, mat)
+    return rows, mat
 
 
 def _label_has(label: str | None, words: list[str]) -> bool:

@@ -127,7 +127,10 @@ def test_rate_limit_is_429_per_client(populated: Populated, services: Services) 
         r = c.get("/api/v1/statistics", headers=auth())
         e = _shape(r, 429)
         assert e["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
-        # another client (another token) has its own bucket; health is never limited
+        # made-up tokens share the address's bucket (no fresh bucket per guess)
+        guesses = [c.get("/api/v1/statistics", headers=auth(f"{i}" * 30)) for i in range(5)]
+        assert [g.status_code for g in guesses] == [401, 401, 401, 429, 429]
+        # another client (another valid token) has its own bucket; health is never limited
         assert c.get("/api/v1/statistics", headers=auth(ADMIN_TOKEN)).status_code == 200
         assert c.get("/health").status_code == 200
 
