@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -129,12 +130,19 @@ _EXEMPT = frozenset({"/health", "/api/v1/health", "/"})
 
 
 class RateLimitMiddleware:
-    """A token bucket per client (the bearer token's hash when one is sent, else the peer
-    address): `rate_per_minute` sustained, `burst` at once; 429 with Retry-After beyond.
+    """A token bucket per client (a configured bearer token's hash, else the peer address):
+    `rate_per_minute` sustained, `burst` at once; 429 with Retry-After beyond.
     Per API process; /health (probes) and the web page's static files are exempt."""
 
-    def __init__(self, app: ASGIApp, rate_per_minute: int, burst: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        rate_per_minute: int,
+        burst: int,
+        known: Callable[[str], bool] = lambda token: True,
+    ) -> None:
         self.app = app
+        self.known = known
         self.rate = rate_per_minute / 60.0
         self.burst = float(burst)
         self.buckets: dict[str, tuple[float, float]] = {}
@@ -142,7 +150,10 @@ class RateLimitMiddleware:
     def _client(self, scope: Scope) -> str:
         for k, v in scope.get("headers", []):
             if k == b"authorization":
-                return "t:" + hashlib.sha256(v).hexdigest()[:24]
+                token = v.decode("latin-1").partition(" ")[2].strip()
+                # a made-up token gets no bucket of its own: it shares the address's
+                if token and self.known(token):
+                    return "t:" + hashlib.sha256(v).hexdigest()[:24]
         client = scope.get("client")
         return "a:" + (client[0] if client else "unknown")
 
