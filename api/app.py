@@ -13,7 +13,7 @@ from api import batch, errors, read, web
 from api.cache import ReadCache
 from api.errors import ApiError, ErrorBody
 from api.jobs import JobRunner
-from api.models import Health
+from api.models import Health, Statistics
 from api.read import LagProbe
 from api.security import BodyLimitMiddleware, RateLimitMiddleware, reader
 from api.settings import ApiSettings
@@ -95,6 +95,17 @@ def create_app(settings: ApiSettings, engine_config: EngineConfig | None = None)
             responses=unavailable,  # type: ignore[arg-type]
             summary="Health (no token needed)",
         )
+    # the seed's §3.6 names GET /statistics at the root too
+    app.add_api_route(
+        "/statistics",
+        read.statistics,
+        methods=["GET"],
+        response_model=Statistics,
+        responses=errors.ERROR_RESPONSES,  # type: ignore[arg-type]
+        dependencies=[Depends(reader)],
+        summary="Per-scope statistics and lag (as /api/v1/statistics)",
+        operation_id="statistics_root",
+    )
     # outermost last: request id, then rate limit, then body size
     app.add_middleware(
         BodyLimitMiddleware,

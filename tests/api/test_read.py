@@ -218,6 +218,9 @@ def test_statistics_per_scope(client: TestClient, populated: Populated) -> None:
         assert s["reconsolidation_runs"] >= 1
         assert s["last_event_time"] is not None
     assert body["consumer_lag"]["status"] in ("ok", "unknown")
+    root = client.get("/statistics")
+    assert root.status_code == 200 and root.json()["scopes"] == body["scopes"]
+    assert client.get("/statistics", headers={"Authorization": ""}).status_code == 401
 
 
 def test_statistics_when_kafka_is_unreachable(client: TestClient) -> None:
