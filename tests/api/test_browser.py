@@ -24,7 +24,7 @@ ARTIFACTS = ROOT / "var" / "test-artifacts"
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
@@ -34,6 +34,10 @@ def browser() -> Iterator[Any]:
     try:
         yield drv
     finally:
+        # what the page looked like at the end (also when the test failed), to look at
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        drv.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
+        (ARTIFACTS / f"{request.node.name}.html").write_text(drv.page_source)
         drv.quit()
 
 
@@ -66,7 +70,7 @@ def test_the_web_view_shows_the_api_and_updates_live(
         assert biggest() == [c["cluster_label"] for c in want]
         assert browser.find_element(By.ID, "scope").get_attribute("value") == scope
         wait_until(lambda: _texts(browser, "#events li"), 30, "change events shown")
-        assert "healthy" in browser.find_element(By.ID, "health").text
+        assert browser.find_element(By.ID, "health").text == "healthy"
         # a new event reaches the page by itself (polling)
         target = want[0]["cluster_id"]
 
