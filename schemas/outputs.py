@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ChangeKind = Literal["created", "updated", "merged", "split", "retired"]
 ClusterStatus = Literal["candidate", "active", "retired"]
+ResultStatus = Literal["candidate", "active", "retired", "merged"]
+"""A stored cluster's status: `merged` is a cluster absorbed by another (its members moved)."""
 
 
 class Assignment(BaseModel):
@@ -132,7 +134,10 @@ class ClusterResult(BaseModel):
         "all their storylines; event clusters, their events",
     )
     scope: str = Field(description="clustering space: embedding type / model / scope fields")
-    status: ClusterStatus
+    status: ResultStatus = Field(
+        description="active on the live topic; retired or merged when read back from storage "
+        "after the cluster ended"
+    )
     weight: float = Field(description="decayed member weight as of the last activity")
     medoid_id: str | None = Field(default=None, description="member closest to the centroid")
     representative_ids: list[str] = Field(
