@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.outputs import SUMMARY_EXCLUDE, ClusterResult, iso_utc
+from schemas.outputs import SUMMARY_EXCLUDE, ChangeEvent, ClusterResult, iso_utc
+from state.db import ClusterRow, EventRow
 
 CENTROID_DTYPE = "<f4"
 
@@ -36,6 +37,51 @@ def centroid_list(raw: bytes | None) -> list[float]:
     if not raw:
         return []
     return np.frombuffer(bytes(raw), dtype=CENTROID_DTYPE).astype(np.float64).tolist()
+
+
+def cluster_row(
+    cluster_id: str,
+    scope: str,
+    embedding_type: str,
+    status: str,
+    size: int,
+    weight: float,
+    span: tuple[float, float] | None = None,
+    centroid: Sequence[float] | npt.NDArray[np.floating[Any]] | None = None,
+    result: ClusterResult | None = None,
+) -> ClusterRow:
+    """The `clusters` row the worker writes for a touched cluster: the live columns from
+    the engine's state now, the summary (with label and medoid) from the cluster's latest
+    result when the batch made one. None fields keep what the row held (a cluster that
+    ended keeps its last summary, span and centroid)."""
+    return (
+        cluster_id,
+        scope,
+        status,
+        size,
+        weight,
+        result.cluster_label if result is not None else None,
+        result.medoid_id if result is not None else None,
+        summary_json(result) if result is not None else None,
+        span[0] if span is not None else None,
+        span[1] if span is not None else None,
+        embedding_type,
+        centroid_bytes(centroid) if centroid is not None else None,
+    )
+
+
+def event_row(event: ChangeEvent) -> EventRow:
+    """The durable `cluster_events` row of a change event (the outbox is pruned once sent)."""
+    return (
+        event.event_id,
+        event.cluster_id,
+        event.scope,
+        event.kind,
+        list(event.related_ids),
+        event.event_time,
+        event.sequence,
+        event.model_dump_json(),
+    )
 
 
 def assemble(

@@ -54,9 +54,17 @@ def check_type(raw: str) -> str:
     return raw
 
 
+PLURALS = {
+    "document": "documents",
+    "event": "events",
+    "entity": "entities",
+    "storyline": "storylines",
+}
+
+
 def default_name(embedding_type: str, day: date) -> Path:
-    """The seed's file name: `clustered_events_2025-12-15.jsonl`."""
-    return Path(f"clustered_{embedding_type}s_{day.isoformat()}.jsonl")
+    """The seed's file name (§3.5: `clustered_events_2025-12-15.jsonl`), plural of the type."""
+    return Path(f"clustered_{PLURALS[embedding_type]}_{day.isoformat()}.jsonl")
 
 
 def day_bounds(day: date) -> tuple[float, float]:

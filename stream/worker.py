@@ -34,9 +34,11 @@ from processors.config import EngineConfig
 from processors.engine import BatchResult, Engine
 from processors.representatives import document_frequency
 from processors.scope import ACTIVE, ScopeState
+from schemas.outputs import ClusterResult
 from schemas.validation import InputError
 from state.cache import Cache
 from state.db import DB_ERRORS, BatchWrite, ClusterRow, Fenced, ItemRow, PartitionState, Store
+from state.results import cluster_row, event_row, summary_json
 from stream import metrics, records
 from stream.crash_loop import CrashLoopGuard, recorder
 from stream.dead_letters import dead_letter
@@ -70,6 +72,7 @@ class Pending:
     cache_set: list[tuple[str, str, str]] = field(default_factory=list)
     cache_del: list[tuple[str, str]] = field(default_factory=list)
     cache_summaries: list[tuple[str, str | None]] = field(default_factory=list)
+    results: dict[str, ClusterResult] = field(default_factory=dict)  # stored with the batch
     next_offsets: dict[int, int] = field(default_factory=dict)
 
 
@@ -390,6 +393,7 @@ class Worker:
                     (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
                 )
                 pending.outbox_ids.append(ev.event_id)
+                write.events.append(event_row(ev))
                 pending.out.append((self.s.changes_topic, ev.cluster_id.encode(), payload, None))
                 st = by_name[ev.scope]
                 if ev.kind == "retired":
@@ -416,7 +420,8 @@ class Worker:
                 pending.out.append(
                     (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
                 )
-                pending.cache_summaries.append((cid, _summary(result.model_dump())))
+                pending.cache_summaries.append((cid, summary_json(result)))
+                pending.results[cid] = result
 
     def _rows(
         self,
@@ -441,7 +446,6 @@ class Worker:
                     evented[ev.scope].update(ev.related_ids)
                 if ev.kind == "split":
                     evented[ev.scope].update(ev.related_ids)
-        summaries = dict(pending.cache_summaries)
         for st in eng.scopes.values():
             moves = st.drain_moves()
             touched: set[str] = set(evented.get(st.name, ()))
@@ -467,36 +471,28 @@ class Worker:
                 pending.cache_set.append((st.name, item, cid))
                 touched.add(cid)
             for cid in sorted(touched):
-                write.clusters.append(self._cluster_row(st, cid, cid in merged_away, summaries))
+                write.clusters.append(self._cluster_row(st, cid, cid in merged_away, pending))
             new_warn = st.size_warnings - self._warned.get(st.name, 0)
             if new_warn > 0:
                 metrics.size_warnings.inc(new_warn)
                 self._warned[st.name] = st.size_warnings
 
     @staticmethod
-    def _cluster_row(
-        st: ScopeState, cid: str, merged: bool, summaries: dict[str, str | None]
-    ) -> ClusterRow:
+    def _cluster_row(st: ScopeState, cid: str, merged: bool, pending: Pending) -> ClusterRow:
         slot = st.slot_for(cid)
+        etype = st.key.embedding_type
         if slot is None:
-            status = "merged" if merged else "retired"
-            return (cid, st.name, status, 0, 0.0, None, None, None, None, None)
-        summary = summaries.get(cid)
-        label = medoid = None
-        if summary is not None:
-            obj = json.loads(summary)
-            label, medoid = obj.get("label"), obj.get("medoid_id")
-        return (
+            return cluster_row(cid, st.name, etype, "merged" if merged else "retired", 0, 0.0)
+        return cluster_row(
             cid,
             st.name,
+            etype,
             "active" if st.status[slot] == ACTIVE else "candidate",
             len(st.members[slot]),
             float(st.w[slot]),
-            label,
-            medoid,
-            summary,
-            float(st.t_first[slot]),
-            float(st.t_last[slot]),
+            (float(st.t_first[slot]), float(st.t_last[slot])),
+            st.cent[slot],
+            pending.results.get(cid),
         )
 
     def _publish(self, pending: Pending) -> None:
@@ -674,21 +670,3 @@ def _input_json(m: Message) -> bytes | None:
         return records.as_input_json(rec) if isinstance(rec, records.Routed) else None
     except Exception:
         return None
-
-
-def _summary(result: dict[str, Any]) -> str:
-    """The small per-cluster record kept in Postgres and Redis (no member lists)."""
-    keep = {
-        "cluster_id": result["cluster_id"],
-        "scope": result["scope"],
-        "status": result["status"],
-        "label": result["cluster_label"],
-        "size": result["cluster_size"],
-        "weight": result["weight"],
-        "medoid_id": result["medoid_id"],
-        "representative_ids": result["representative_ids"],
-        "temporal_span": result["temporal_span"],
-        "domain": result["domain"],
-        "event_type": result["event_type"],
-    }
-    return json.dumps(keep, separators=(",", ":"))

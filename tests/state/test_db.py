@@ -9,7 +9,7 @@ import pytest
 from state.db import BatchWrite, Fenced, Store
 
 ROW = ("c1", "scope-a", "document", "item-1", "doc-1", 0.9, 1.0)
-CLUSTER = ("c1", "scope-a", "active", 1, 1.0, None, None, None, 1.0, 1.0)
+CLUSTER = ("c1", "scope-a", "active", 1, 1.0, None, None, None, 1.0, 1.0, "document", None)
 
 
 async def _commit_twice(dsn: str, first: BatchWrite, second: BatchWrite) -> tuple[int, int]:
