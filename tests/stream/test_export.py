@@ -4,6 +4,7 @@ rows written by the worker's commit path read back as the day's ClusterResult JS
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from schemas.outputs import ClusterResult
 from state.db import BatchWrite, Store
 from state.results import cluster_row, event_row
 from stream.cli import main
+from tests.conftest import wait_until
+from tests.stream.conftest import Env
 
 
 @pytest.mark.parametrize(
@@ -165,3 +168,51 @@ async def _fetch(dsn: str, query: str) -> list[Any]:
         return list(await conn.fetch(query))
     finally:
         await conn.close()
+
+
+def test_the_worker_stores_what_the_compacted_topic_carries_and_export_serves_it(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stage 3 documents through the real router and worker: every change event has its
+    durable row, every summarised cluster its centroid and type, and the export's lines
+    carry the latest compacted record of each cluster with the members PostgreSQL holds."""
+    from tests.schemas.test_contracts import _stage3_documents
+
+    docs = _stage3_documents()
+    env.produce([(json.loads(d)["document_id"].encode(), d) for d in docs])
+    n = len(docs) * 7  # a document, two events, three entities, a storyline each
+    env.start_worker()
+    wait_until(
+        lambda: env.sql("SELECT count(*) AS n FROM cluster_items")[0]["n"] >= n, 120, "memberships"
+    )
+    events = env.sql("SELECT event_id, payload::text AS p FROM cluster_events")
+    changes = env.consume_all(env.settings.changes_topic, len(events))
+    assert {r["event_id"] for r in events} == {json.loads(m.value())["event_id"] for m in changes}
+    assert all(json.loads(r["p"])["event_id"] == r["event_id"] for r in events)
+    latest: dict[str, ClusterResult] = {}
+    summarised = env.sql("SELECT count(*) AS n FROM clusters WHERE summary IS NOT NULL")[0]["n"]
+    for m in env.consume_all(env.settings.clusters_topic, summarised):
+        if m.value() is not None:
+            latest[m.key().decode()] = ClusterResult.model_validate_json(m.value())
+    rows = env.sql(
+        "SELECT id, embedding_type, centroid FROM clusters WHERE summary IS NOT NULL"
+        " AND status = 'active'"
+    )
+    assert rows and all(len(r["centroid"]) == 32 * 4 for r in rows)
+    assert all(r["embedding_type"] == latest[r["id"]].cluster_type for r in rows)
+    members: dict[str, set[str]] = {}
+    for r in env.sql("SELECT cluster_id, item_id FROM cluster_items"):
+        members.setdefault(r["cluster_id"], set()).add(r["item_id"])
+    exported = 0
+    for etype in ("document", "event", "entity", "storyline"):
+        for r in _export(monkeypatch, env.settings.postgres_dsn, tmp_path, etype, "2025-12-10"):
+            assert set(r.member_ids) == members[r.cluster_id]
+            assert r.cluster_size == len(r.member_ids)
+            # the live columns (size, weight, span, centroid) may be newer than the last
+            # published record; everything the record itself says comes back unchanged
+            live = {"member_ids", "document_ids", "centroid_vector", "cluster_size", "weight"}
+            live |= {"temporal_span"}
+            pub = latest[r.cluster_id]
+            assert r.model_dump(exclude=live) == pub.model_dump(exclude=live)
+            exported += 1
+    assert exported == len(rows)
