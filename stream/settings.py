@@ -32,6 +32,9 @@ class Settings:
     default 500). The by-scope topic is transactional: records become readable when the
     router commits, and a fetch already parked at the broker may sit out its full wait
     before it sees them, which showed as ~0.5 s of tail latency (docs/benchmarks.md)."""
+    session_timeout_ms: int = 45_000
+    """how long the group waits for a silent member (librdkafka session.timeout.ms): after a
+    crash, its partitions move (or its restart gets them back) only after this."""
     checkpoint_items: int = 50_000
     migrate_on_start: bool = True
     engine_config: Path | None = None
@@ -73,6 +76,7 @@ class Settings:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": self.fetch_wait_ms,
+            "session.timeout.ms": self.session_timeout_ms,
         }
 
     @classmethod
@@ -95,6 +99,8 @@ class Settings:
         for name in ("partitions", "replication", "batch_max", "checkpoint_items", "fetch_wait_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"CLUSTERER_{name.upper()} must be at least 1")
+        if self.session_timeout_ms < 3000:  # below the broker's group.min.session.timeout.ms
+            raise SettingsError("CLUSTERER_SESSION_TIMEOUT_MS must be at least 3000")
         if not self.input_topics:
             raise SettingsError("CLUSTERER_INPUT_TOPICS must name at least one topic")
 

@@ -184,11 +184,19 @@ class Worker:
             self._rebuild_cache()
         poison: dict[int, list[Message]] = {}
         if good:
-            admitted = self.guard.admit([m for ms in good.values() for m in ms])
+            # replayed records (below what PostgreSQL holds) were processed before: only the
+            # records after them are attempts the crash-loop guard counts
+            replayed, fresh = [], []
+            for p, ms in good.items():
+                run = self.runs.get(p)
+                until = run.replay_until if run is not None else 0
+                for m in ms:
+                    (replayed if int(m.offset() or 0) < until else fresh).append(m)
+            admitted = self.guard.admit(fresh)
             for tp in admitted.rewind:
                 self.consumer.seek(tp)
             good = {}
-            for m in admitted.keep:
+            for m in replayed + admitted.keep:
                 good.setdefault(int(m.partition() or 0), []).append(m)
             for m in admitted.poison:
                 poison.setdefault(int(m.partition() or 0), []).append(m)
