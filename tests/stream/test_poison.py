@@ -123,7 +123,7 @@ def test_records_that_crash_the_process_are_dead_lettered_as_poison_on_the_third
     base = json.loads(good[0][1])
     router_poison = json.dumps({**base, "item_id": "crash-router"}).encode()
     worker_poison = json.dumps({**base, "item_id": "crash-worker"}).encode()
-    msgs = good[:60] + [(b"kr", router_poison)] + good[60:120] + [(b"kw", worker_poison)]
+    msgs = [*good[:60], (b"kr", router_poison), *good[60:120], (b"kw", worker_poison)]
     env.produce(msgs + good[120:], partition=0)
     procs = [env.start_worker(module="tests.stream.crashing_worker")]
 
