@@ -14,8 +14,7 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processors.config import EngineConfig
-from processors.engine import Engine
+from processors import Engine, EngineConfig
 from schemas.messages import decode_message
 from schemas.validation import InputError, decode_vector
 from stream import metrics, records

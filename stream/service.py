@@ -11,8 +11,7 @@ import time
 from types import FrameType
 from typing import Literal
 
-from processors.config import EngineConfig
-from processors.engine import warm_up
+from processors import EngineConfig, warm_up
 from state.cache import Cache
 from state.db import Store, migrate
 from stream.http import Health, serve
