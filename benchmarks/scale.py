@@ -24,9 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 
-from processors import Engine, EngineConfig
-from processors.reconsolidate import reconsolidate
-from processors.scope import ACTIVE, ScopeKey
+from processors import Batch, Engine, EngineConfig, ScopeKey
 
 Chunk = tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], list[str]]
 
@@ -82,7 +80,7 @@ def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
     window_rate = 0.0
     done = 0
     for x, t, ids in drifting_stream(n, dim, batch):
-        eng.process(x, ids, t, scopes=key)
+        eng.learn(Batch(x, ids, t, scopes=[key] * len(ids)))
         done += len(ids)
         if done % 100_000 == 0:
             now = time.perf_counter()
@@ -90,8 +88,7 @@ def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
             last_window = now
     eng.flush()
     dt = time.perf_counter() - t0
-    st = eng.scopes[key]
-    live = st.live_slots()
+    stats = eng.stats()[key.name]
     return {
         "items": n,
         "dim": dim,
@@ -99,10 +96,10 @@ def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
         "last_100k_vectors_per_s": round(window_rate),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_stream_mb": round(rss0, 1),
-        "live_clusters": int(live.size),
-        "active_clusters": int((st.status[live] == ACTIVE).sum()),
-        "members_in_memory": len(st.item_slot),
-        "slot_capacity": st.cap,
+        "live_clusters": stats["active"] + stats["candidates"],
+        "active_clusters": stats["active"],
+        "members_in_memory": stats["members_in_memory"],
+        "slot_capacity": stats["slot_capacity"],
     }
 
 
@@ -117,17 +114,16 @@ def run_recon(clusters: int, dim: int, repeats: int) -> dict[str, float]:
     per = int(cfg.min_weight) + 1
     x = np.repeat(centres, per, axis=0) + 0.3 * unit(rng.standard_normal((clusters * per, dim)))
     x32 = unit(x).astype(np.float32)[rng.permutation(len(x))]
-    eng.process(x32, [f"r{i}" for i in range(len(x32))], np.zeros(len(x32)), scopes=key)
+    eng.learn(
+        Batch(x32, [f"r{i}" for i in range(len(x32))], np.zeros(len(x32)), scopes=[key] * len(x32))
+    )
     eng.flush()
-    st = eng.scopes[key]
-    live = st.live_slots()
-    active = int((st.status[live] == ACTIVE).sum())
+    active = eng.stats()[key.name]["active"]
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        rec = reconsolidate(st, "manual")
+        rec = eng.reconsolidate().reconsolidations[0]
         times.append(time.perf_counter() - t0)
-        st.events.clear()
     return {
         "active_clusters_before": active,
         "points_clustered": rec.input_points,

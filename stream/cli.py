@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from confluent_kafka import KafkaException
 
-from processors.scope import ScopeKey
+from processors import ClustererError, ScopeKey
 from schemas.inputs import EMBEDDING_TYPES
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ def _replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             assignments_out=out_fh,
             progress=sys.stderr.isatty() and not args.quiet,
+            live=args.as_live,
         )
     finally:
         if out_fh is not None:
@@ -51,12 +52,18 @@ def _replay(args: argparse.Namespace) -> int:
             np.save(args.labels_out, result.labels)
         if args.clusters_out:
             with args.clusters_out.open("w", encoding="utf-8") as fh:
-                for c in result.engine.snapshot():
+                for c in result.engine.results():
                     fh.write(c.model_dump_json() + "\n")
     except OSError as exc:
         print(f"clusterer replay: cannot write output: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
+        if result.size_warnings:
+            print(
+                f"clusterer replay: {result.size_warnings} cluster(s) passed "
+                f"{config.size_warning} members (size_warning)",
+                file=sys.stderr,
+            )
         covered = float((result.labels >= 0).mean())
         summary = {
             "items": int(result.labels.size),
@@ -156,7 +163,12 @@ def _watch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clusterer", description=__doc__)
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("replay", help="run the engine over .npy vectors offline")
     r.add_argument("--vectors", type=Path, required=True, help="float32 rows (N, d)")
@@ -170,7 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--assignments-out", type=Path)
     r.add_argument("--labels-out", type=Path)
     r.add_argument("--clusters-out", type=Path)
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bar, summary or warnings")
+    r.add_argument(
+        "--as-live",
+        action="store_true",
+        help="skip the final maintenance pass a file's end triggers, to compare exactly with a "
+        "live service that consumed the same records (see README)",
+    )
     r.set_defaults(func=_replay)
     s = sub.add_parser("schemas", help="write the JSON Schema files of the contracts")
     s.add_argument(
@@ -217,17 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stream.replay import ReplayInputError
-    from stream.settings import SettingsError
-
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "batch_size", 1) < 1:
         print("clusterer: --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
         return int(args.func(args))
-    except (SettingsError, ReplayInputError) as exc:
+    except ClustererError as exc:
         print(f"clusterer {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,8 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processors.config import EngineConfig
-from processors.engine import Engine
+from processors import Engine, EngineConfig
 from schemas.messages import decode_message
 from schemas.validation import InputError
 from stream import metrics, records

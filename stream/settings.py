@@ -8,8 +8,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import ClustererError
 
-class SettingsError(ValueError):
+
+class SettingsError(ClustererError, ValueError):
     pass
 
 
