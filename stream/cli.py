@@ -142,6 +142,7 @@ def _produce(args: argparse.Namespace) -> int:
         not args.vector_events,
         args.seed,
         model=args.model,
+        granularities=not args.documents_only,
     )
     print(f"produced {n} synthetic Stage 3 messages")
     return 0
@@ -287,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--model", default="synthetic-mpnet", help="embedding model name (scope)")
     pr.add_argument("--vector-events", action="store_true", help="per-vector events, not documents")
+    pr.add_argument(
+        "--documents-only", action="store_true", help="documents without events/entities/storylines"
+    )
     pr.set_defaults(func=_produce)
     wa = service_cmd("watch", "live view of the biggest clusters and the lag")
     wa.add_argument("--seconds", type=float, default=30.0)

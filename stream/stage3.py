@@ -101,7 +101,7 @@ class Stage3Index:
     def read(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         if positions.size == 0:
             return np.zeros((0, self.dim), np.float32)
-        if positions.size == len(self) or np.all(np.diff(positions) == 1):
+        if np.all(np.diff(positions) == 1):  # a run of positions: one contiguous read
             start = int(positions[0])
             return np.asarray(self.index.reconstruct_n(start, int(positions.size)), np.float32)
         return np.asarray(self.index.reconstruct_batch(positions), np.float32)
