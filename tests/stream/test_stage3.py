@@ -107,7 +107,7 @@ def test_reader_gives_every_vector_with_ids_times_and_metadata(stage3_dir: Path)
             assert entry["source_id"] == it.source_id and it.document_id in docs
             assert it.event_time == to_epoch_seconds(entry["metadata"]["temporal_reference"])
         elif it.embedding_type == "entity":
-            assert it.event_time == docs[it.document_id].event_time
+            assert it.event_time == docs[str(it.document_id)].event_time
         else:
             span = stores["storylines"][it.item_id]["metadata"]["temporal_span"]
             assert it.event_time == to_epoch_seconds(span[1])
@@ -127,7 +127,7 @@ def test_entities_without_a_date_take_their_documents(tmp_path: Path) -> None:
     d = open_directory(tmp_path, model="m")
     docs = {i.source_id: i.event_time for i in d.items() if i.embedding_type == "document"}
     ents = [i for i in d.items() if i.embedding_type == "entity"]
-    assert ents and all(e.event_time == docs[e.document_id] for e in ents)
+    assert ents and all(e.event_time == docs[str(e.document_id)] for e in ents)
     assert d.untimed == 0
 
 
@@ -254,13 +254,15 @@ def _ivf(d: Path) -> None:
     faiss.write_index(ix, str(d / "documents.index"))
 
 
-BAD: dict[str, tuple[Callable[[Path], None], str]] = {
+def _empty(d: Path) -> None:
+    for f in d.iterdir():
+        f.unlink()
+
+
+BAD: dict[str, tuple[Callable[[Path], object], str]] = {
     "metadata missing": (lambda d: (d / "events_metadata.json").unlink(), "no events_metadata"),
     "index missing": (lambda d: (d / "entities.index").unlink(), "no entities.index"),
-    "no index at all": (
-        lambda d: [f.unlink() for f in d.iterdir()],
-        "holds no Stage 3 index",
-    ),
+    "no index at all": (_empty, "holds no Stage 3 index"),
     "metadata not JSON": (
         lambda d: (d / "storylines_metadata.json").write_text("{not json"),
         "not valid JSON",
