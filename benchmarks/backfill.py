@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="backfill-bench-"))
+    try:
+        measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     d = work / "vector_indices"
     cli("stage3-fixture", "--vectors", str(args.data / f"{args.vectors}.npy"),
         "--items", str(args.data / "items.jsonl"), "--title-field", "textCleaned",
