@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import defaultdict
 
 import numpy as np
 
 from schemas.messages import decode_message
 from stream import synthetic
+from tests.conftest import ROOT, wait_until
+from tests.stream.conftest import Env
 
 
 def test_documents_carry_events_entities_and_storylines() -> None:
@@ -65,3 +69,28 @@ def test_the_stream_is_deterministic_and_documents_only_keeps_one_vector() -> No
     assert a == b
     only = synthetic.embedded_document(next(synthetic.stories(1, 16, seed=9)), "m")
     assert [e.embedding_type for e in decode_message(only)] == ["document"]
+
+
+def test_produce_feeds_all_four_granularities_to_the_worker(env: Env) -> None:
+    """`clusterer produce` (what dev/run.sh runs) against the real broker and worker."""
+    model = f"{env.settings.prefix}-m"
+    r = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "produce", "--count", "12", "--dim", "32",
+         "--model", model, "--seed", "5"],
+        cwd=ROOT, env=env.env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    expected = sum(len(f.all()) + 1 for _, f in synthetic.stage3_stream(12, 32, seed=5))
+    env.start_worker()
+
+    def by_type() -> dict[str, int] | None:
+        rows = env.sql(
+            "SELECT item_type, count(*) AS c FROM cluster_items WHERE cluster_type LIKE $1"
+            " GROUP BY item_type",
+            f"%{model}%",
+        )
+        got = {row["item_type"]: int(row["c"]) for row in rows}
+        return got if sum(got.values()) >= expected else None
+
+    got = wait_until(by_type, 120, f"{expected} memberships")
+    assert set(got) == {"document", "event", "entity", "storyline"} and got["document"] == 12
