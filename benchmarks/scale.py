@@ -19,52 +19,11 @@ import json
 import logging
 import resource
 import time
-from collections.abc import Iterator
 
 import numpy as np
-import numpy.typing as npt
 
 from processors import Batch, Engine, EngineConfig, ScopeKey
-
-Chunk = tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], list[str]]
-
-
-def unit(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return np.asarray(a / np.linalg.norm(a, axis=-1, keepdims=True))
-
-
-def drifting_stream(
-    n: int,
-    dim: int,
-    chunk: int,
-    alive: int = 200,
-    mean_life: int = 20_000,
-    spread: float = 1.0,
-    noise: float = 0.05,
-    seconds_per_item: float = 10.0,
-    seed: int = 0,
-) -> Iterator[Chunk]:
-    """Topics live a geometric number of items (mean `mean_life`); a dead topic is replaced
-    by a new random one at once (a birth). Items are centre + `spread` x random direction."""
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.standard_normal((alive, dim)))
-    p_death = 1.0 / mean_life * alive  # per item, one topic dies with this probability
-    for start in range(0, n, chunk):
-        b = min(chunk, n - start)
-        # deaths (and the births replacing them) take effect at chunk boundaries
-        deaths = int((rng.random(b) < p_death).sum())
-        topic = rng.integers(0, alive, b)
-        x = np.empty((b, dim))
-        for _ in range(deaths):
-            centres[rng.integers(0, alive)] = unit(rng.standard_normal(dim))
-        x[:] = centres[topic]
-        g = unit(rng.standard_normal((b, dim)))
-        x += spread * g
-        is_noise = rng.random(b) < noise
-        x[is_noise] = rng.standard_normal((int(is_noise.sum()), dim))
-        ids = [f"s{start + i}" for i in range(b)]
-        times = (start + np.arange(b)) * seconds_per_item
-        yield unit(x).astype(np.float32), times.astype(np.float64), ids
+from stream.synthetic import drifting_stream, unit
 
 
 def peak_rss_mb() -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -108,16 +109,24 @@ def produce_synthetic(
     seed: int = 0,
     topic: str | None = None,
     model: str = "synthetic-mpnet",
+    granularities: bool = True,
 ) -> int:
-    """Publish the synthetic Stage 3 stream; `rate` events/s (0: as fast as possible)."""
+    """Publish the synthetic Stage 3 stream; `rate` messages/s (0: as fast as possible).
+    `EmbeddedDocument`s carry the document's events, entities and storylines unless
+    `granularities` is off; per-vector events (`documents=False`) are document vectors."""
     p = Producer(
         {"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
     )
     target = topic or s.input_topics[0]
     t0 = time.monotonic()
-    for i, item in enumerate(synthetic.stories(count, dim, seed=seed)):
+    source: Iterator[tuple[synthetic.SyntheticItem, synthetic.DocumentFamily | None]] = (
+        synthetic.stage3_stream(count, dim, seed=seed)
+        if documents and granularities
+        else ((item, None) for item in synthetic.stories(count, dim, seed=seed))
+    )
+    for i, (item, family) in enumerate(source):
         if documents:
-            value = synthetic.embedded_document(item, model)
+            value = synthetic.embedded_document(item, model, family)
         else:
             value = synthetic.vector_event(item, model)
         while True:

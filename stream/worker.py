@@ -200,7 +200,8 @@ class Worker:
         if good:
             # replayed records (below what PostgreSQL holds) were processed before: only the
             # records after them are attempts the crash-loop guard counts
-            replayed, fresh = [], []
+            replayed: list[Message] = []
+            fresh: list[Message] = []
             for p, ms in good.items():
                 run = self.runs.get(p)
                 until = run.replay_until if run is not None else 0

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ class Env:
 
     def produce(
         self,
-        values: list[tuple[bytes | None, bytes | None]],
+        values: Sequence[tuple[bytes | None, bytes | None]],
         topic: str | None = None,
         partition: int | None = None,
     ) -> None:
@@ -86,8 +86,11 @@ class Env:
             }
         )
         for key, value in values:
-            where = {} if partition is None else {"partition": partition}
-            p.produce(topic or self.settings.input_topics[0], value, key=key, **where)
+            target = topic or self.settings.input_topics[0]
+            if partition is None:
+                p.produce(target, value, key=key)
+            else:
+                p.produce(target, value, key=key, partition=partition)
         assert p.flush(30) == 0
 
     def consume_all(self, topic: str, expect: int, timeout: float = 60.0) -> list[Any]:

@@ -26,8 +26,8 @@ def _dying_run_engine(self: worker.Worker, run: Any, ms: list[Any], *args: Any) 
     return _run_engine(self, run, ms, *args)
 
 
-router.Router._route = _dying_route  # type: ignore[method-assign]
-worker.Worker._run_engine = _dying_run_engine  # type: ignore[method-assign]
+router.Router._route = _dying_route  # type: ignore[method-assign,assignment]
+worker.Worker._run_engine = _dying_run_engine  # type: ignore[method-assign,assignment]
 
 if __name__ == "__main__":
     sys.exit(cli.main(sys.argv[1:]))
