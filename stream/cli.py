@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from confluent_kafka import KafkaException
 
-from processors.scope import ScopeKey
 from schemas.inputs import EMBEDDING_TYPES
 
 if TYPE_CHECKING:
@@ -20,6 +18,7 @@ if TYPE_CHECKING:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from processors.scope import ScopeKey
     from stream.replay import ReplayInputError, load_config, load_inputs, run
 
     try:
@@ -155,7 +154,10 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stream.buildinfo import describe
+
     p = argparse.ArgumentParser(prog="clusterer", description=__doc__)
+    p.add_argument("--version", action="version", version=describe())
     p.add_argument("--log-level", default="WARNING")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("replay", help="run the engine over .npy vectors offline")
@@ -217,11 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stream.logs import configure, log_format_from_env
     from stream.replay import ReplayInputError
     from stream.settings import SettingsError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        configure(args.log_level, log_format_from_env())
+    except (SettingsError, ValueError) as exc:  # ValueError: an unknown --log-level
+        print(f"clusterer: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "batch_size", 1) < 1:
         print("clusterer: --batch-size must be at least 1", file=sys.stderr)
         return 2
@@ -232,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if exc.name != "faiss":
+            raise
+        print(
+            f"clusterer {args.command}: faiss is not installed; install the project with"
+            " exactly one of the extras [cpu] or [gpu] (README: GPU)",
+            file=sys.stderr,
+        )
+        return 2
     except (OSError, RuntimeError, KafkaException) as exc:
         print(f"clusterer {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -31,9 +31,7 @@ def lag(s: Settings, timeout: float = 10.0) -> list[PartitionLag]:
     of the clustering group on the by-scope topic."""
     out: list[PartitionLag] = []
     for group, topics in ((s.router_group, s.input_topics), (s.group_id, (s.by_scope_topic,))):
-        c = Consumer(
-            {"bootstrap.servers": s.kafka_bootstrap, "group.id": group, "enable.auto.commit": False}
-        )
+        c = Consumer({**s.client_config(), "group.id": group, "enable.auto.commit": False})
         try:
             md = c.list_topics(timeout=timeout)
             tps = [
@@ -86,7 +84,7 @@ def forget_document(s: Settings, document_id: str) -> int:
     items = sorted({item for _, _, item in asyncio.run(find())})
     if not items:
         return 0
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True})
+    p = Producer({**s.client_config(), "enable.idempotence": True})
     md = p.list_topics(s.by_scope_topic, timeout=10)
     n_part = len(md.topics[s.by_scope_topic].partitions)
     for item in items:
@@ -110,9 +108,7 @@ def produce_synthetic(
     model: str = "synthetic-mpnet",
 ) -> int:
     """Publish the synthetic Stage 3 stream; `rate` events/s (0: as fast as possible)."""
-    p = Producer(
-        {"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
-    )
+    p = Producer({**s.client_config(), "linger.ms": 5, "enable.idempotence": True})
     target = topic or s.input_topics[0]
     t0 = time.monotonic()
     for i, item in enumerate(synthetic.stories(count, dim, seed=seed)):

@@ -99,7 +99,7 @@ class Worker:
         self._settled: dict[int, int] = {}  # published offset last written per partition
         self._db_since: float | None = None  # start of the database call in flight
         self._kafka_committed: dict[int, int] = {}  # position last committed to Kafka
-        common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
+        common: dict[str, Any] = s.client_config()
         self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
         self.producer = Producer(
             {
@@ -159,6 +159,7 @@ class Worker:
         metrics.rebalances.labels("revoked").inc()
         for tp in partitions:
             self.runs.pop(tp.partition, None)
+            metrics.forget_partition(self.topic, tp.partition)
         consumer.unassign()
 
     # ------------------------------------------------------------------ the loop body
