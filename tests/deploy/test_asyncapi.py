@@ -38,7 +38,7 @@ def test_every_topic_is_a_channel() -> None:
     topics = {t.topic for t in topic_specs(s)} | set(s.input_topics)
     assert topics == set(channels)
     for spec in topic_specs(s):
-        policy = spec.config.get("cleanup.policy", "delete")
+        policy = (spec.config or {}).get("cleanup.policy", "delete")
         bound = channels[spec.topic]["bindings"]["kafka"]["topicConfiguration"]
         assert bound["cleanup.policy"] == [policy], spec.topic
 
