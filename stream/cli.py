@@ -218,9 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _no_faiss(exc: ModuleNotFoundError, command: str) -> int:
+    """`pip install .` without an extra: one line that says what to install."""
+    if exc.name != "faiss":
+        raise exc
+    print(
+        f"clusterer {command}: faiss is not installed; install the project with"
+        " exactly one of the extras [cpu] or [gpu] (README: GPU)",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from stream.logs import configure, log_format_from_env
-    from stream.replay import ReplayInputError
     from stream.settings import SettingsError
 
     args = build_parser().parse_args(argv)
@@ -233,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         print("clusterer: --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
+        from stream.replay import ReplayInputError
+    except ModuleNotFoundError as exc:
+        return _no_faiss(exc, args.command)
+    try:
         return int(args.func(args))
     except (SettingsError, ReplayInputError) as exc:
         print(f"clusterer {args.command}: {exc}", file=sys.stderr)
@@ -240,14 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except ModuleNotFoundError as exc:
-        if exc.name != "faiss":
-            raise
-        print(
-            f"clusterer {args.command}: faiss is not installed; install the project with"
-            " exactly one of the extras [cpu] or [gpu] (README: GPU)",
-            file=sys.stderr,
-        )
-        return 2
+        return _no_faiss(exc, args.command)
     except (OSError, RuntimeError, KafkaException) as exc:
         print(f"clusterer {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
