@@ -72,7 +72,9 @@ class VectorEvent(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     vector: Vector
 
-    @field_validator("event_time", mode="before")
+    # the schema file says what senders may write (ISO 8601 text or epoch seconds), not the
+    # epoch float the model holds after validation
+    @field_validator("event_time", mode="before", json_schema_input_type=float | str)
     @classmethod
     def _epoch(cls, value: Any) -> float:
         return to_epoch_seconds(value)

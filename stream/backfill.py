@@ -55,14 +55,7 @@ def publish(
     directory: Stage3Directory, settings: Settings, topic: str | None = None, progress: bool = False
 ) -> int:
     """Every vector to the input topic; returns the count delivered."""
-    p = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 20,
-            "compression.type": "lz4",
-        }
-    )
+    p = Producer(settings.producer_config(**{"linger.ms": 20}))
     target = topic or settings.input_topics[0]
     failed: list[str] = []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from confluent_kafka import KafkaException
 
-from processors import ClustererError, ScopeKey
+from schemas.errors import ClustererError
 from schemas.inputs import EMBEDDING_TYPES
 
 if TYPE_CHECKING:
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from processors import ScopeKey
     from stream.replay import ReplayInputError, load_config, load_inputs, run
 
     try:
@@ -242,7 +242,10 @@ def to_epoch(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stream.buildinfo import describe
+
     p = argparse.ArgumentParser(prog="clusterer", description=__doc__)
+    p.add_argument("--version", action="version", version=describe())
     p.add_argument(
         "--log-level",
         default="WARNING",
@@ -346,12 +349,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _no_faiss(exc: ModuleNotFoundError, command: str) -> int:
+    """`pip install .` without an extra: one line that says what to install."""
+    if exc.name != "faiss":
+        raise exc
+    print(
+        f"clusterer {command}: faiss is not installed; install the project with"
+        " exactly one of the extras [cpu] or [gpu] (README: GPU)",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    from stream.logs import configure, log_format_from_env
+    from stream.settings import SettingsError
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        configure(args.log_level, log_format_from_env())
+    except (SettingsError, ValueError) as exc:  # ValueError: an unknown --log-level
+        print(f"clusterer: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "batch_size", 1) < 1:
         print("clusterer: --batch-size must be at least 1", file=sys.stderr)
         return 2
+    try:
+        import stream.replay  # noqa: F401 - loads faiss: say which extra is missing
+    except ModuleNotFoundError as exc:
+        return _no_faiss(exc, args.command)
     try:
         return int(args.func(args))
     except ClustererError as exc:
@@ -359,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        return _no_faiss(exc, args.command)
     except (OSError, RuntimeError, KafkaException) as exc:
         print(f"clusterer {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

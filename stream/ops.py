@@ -32,9 +32,7 @@ def lag(s: Settings, timeout: float = 10.0) -> list[PartitionLag]:
     of the clustering group on the by-scope topic."""
     out: list[PartitionLag] = []
     for group, topics in ((s.router_group, s.input_topics), (s.group_id, (s.by_scope_topic,))):
-        c = Consumer(
-            {"bootstrap.servers": s.kafka_bootstrap, "group.id": group, "enable.auto.commit": False}
-        )
+        c = Consumer({**s.client_config(), "group.id": group, "enable.auto.commit": False})
         try:
             md = c.list_topics(timeout=timeout)
             tps = [
@@ -87,7 +85,7 @@ def forget_document(s: Settings, document_id: str) -> int:
     items = sorted({item for _, _, item in asyncio.run(find())})
     if not items:
         return 0
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True})
+    p = Producer(s.producer_config())
     md = p.list_topics(s.by_scope_topic, timeout=10)
     n_part = len(md.topics[s.by_scope_topic].partitions)
     for item in items:
@@ -114,9 +112,7 @@ def produce_synthetic(
     """Publish the synthetic Stage 3 stream; `rate` messages/s (0: as fast as possible).
     `EmbeddedDocument`s carry the document's events, entities and storylines unless
     `granularities` is off; per-vector events (`documents=False`) are document vectors."""
-    p = Producer(
-        {"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
-    )
+    p = Producer(s.producer_config())
     target = topic or s.input_topics[0]
     t0 = time.monotonic()
     source: Iterator[tuple[synthetic.SyntheticItem, synthetic.DocumentFamily | None]] = (

@@ -68,11 +68,31 @@ class Settings:
     def router_group(self) -> str:
         return f"{self.group_id}.router"
 
+    def client_config(self) -> dict[str, Any]:
+        """What every Kafka client of the service gets: the brokers, and a Python logger for
+        librdkafka's own lines (without it they go raw to stderr, one per failed connect)."""
+        from stream.logs import kafka_logger
+
+        return {"bootstrap.servers": self.kafka_bootstrap, "logger": kafka_logger()}
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """Every producer of the service: idempotent (a retried send is never duplicated),
+        lz4, a short linger, keys hashed as the Java clients do (murmur2, so other tools
+        partition alike). Callers add what is theirs (a transactional id, a size limit)."""
+        return {
+            **self.client_config(),
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "partitioner": "murmur2_random",
+            **overrides,
+        }
+
     def consumer_config(self, group: str) -> dict[str, Any]:
         """What the router's and the clustering worker's consumers share: manual offsets,
         read_committed (the by-scope topic is transactional) and the short fetch wait."""
         return {
-            "bootstrap.servers": self.kafka_bootstrap,
+            **self.client_config(),
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

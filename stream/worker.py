@@ -106,17 +106,8 @@ class Worker:
         self._settled: dict[int, int] = {}  # published offset last written per partition
         self._db_since: float | None = None  # start of the database call in flight
         self._kafka_committed: dict[int, int] = {}  # position last committed to Kafka
-        common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
         self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
-        self.producer = Producer(
-            {
-                **common,
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "partitioner": "murmur2_random",
-            }
-        )
+        self.producer = Producer(s.producer_config())
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def run_sync(self, coro: Any) -> Any:
@@ -180,6 +171,7 @@ class Worker:
         for tp in partitions:
             self.runs.pop(tp.partition, None)
             self.guard.forget(tp.topic, tp.partition)
+            metrics.forget_partition(self.topic, tp.partition)
         consumer.unassign()
 
     # ------------------------------------------------------------------ the loop body
