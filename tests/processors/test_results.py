@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from processors import Engine, EngineConfig
+from processors import Batch, Engine, EngineConfig, ScopeKey
 from processors.representatives import canonical_mention
-from processors.scope import ScopeKey
 from schemas.outputs import ClusterResult, iso_utc
 
 CFG = EngineConfig(min_weight=2.0)
@@ -33,15 +32,17 @@ def _one_cluster(
     eng = Engine(CFG)
     n = len(metas)
     t = np.asarray(times if times is not None else [1_765_670_400.0 + i for i in range(n)])
-    eng.process(
-        _near(0, n, seed=1),
-        [f"{kind}_emb_{i}" for i in range(n)],
-        t,
-        [f"doc_{i % 3}" for i in range(n)],
-        list[dict[str, Any] | None](metas),
-        ScopeKey(kind, "all-mpnet-base-v2"),
+    eng.learn(
+        Batch(
+            _near(0, n, seed=1),
+            [f"{kind}_emb_{i}" for i in range(n)],
+            t,
+            [f"doc_{i % 3}" for i in range(n)],
+            list[dict[str, Any] | None](metas),
+            [ScopeKey(kind, "all-mpnet-base-v2")] * n,
+        )
     )
-    (result,) = eng.snapshot()
+    (result,) = eng.results()
     assert result.cluster_size == n
     return eng, result
 
@@ -64,10 +65,9 @@ def test_entity_fields_stay_exact_when_members_are_deleted() -> None:
     metas = [{"entity_text": m, "entity_type": "PER"} for m in mentions]
     eng, r = _one_cluster("entity", metas)
     assert r.canonical_entity == "Biden"
-    eng.delete("entity_emb_1")
-    eng.delete("entity_emb_2")  # "Biden" now 1, "Joe Biden" 2
-    eng.delete("entity_emb_3")  # the only "President Biden"
-    (after,) = eng.snapshot()
+    eng.forget(["entity_emb_1", "entity_emb_2"])  # "Biden" now 1, "Joe Biden" 2
+    eng.forget(["entity_emb_3"])  # the only "President Biden"
+    (after,) = eng.results()
     assert after.cluster_size == 3
     assert after.canonical_entity == "Joe Biden"
     assert after.entity_mentions == ["Joe Biden", "Biden"]
@@ -98,8 +98,8 @@ def test_storyline_cluster_lists_its_storylines_and_all_their_events() -> None:
     assert r.event_ids == ["ev0", "ev1", "ev2", "ev3", "ev4"]
     assert r.primary_entities == ["G7", "Japan"]
     assert r.domain == "diplomatic_relations"
-    eng.delete("storyline_emb_3")  # ev4 only came with it; ev3 stays with storyline 2
-    (after,) = eng.snapshot()
+    eng.forget(["storyline_emb_3"])  # ev4 only came with it; ev3 stays with storyline 2
+    (after,) = eng.results()
     assert after.storyline_ids == [f"storyline_batch1_{i}" for i in range(3)]
     assert after.event_ids == ["ev0", "ev1", "ev2", "ev3"]
 
@@ -141,8 +141,11 @@ def test_times_are_iso_8601_and_the_timestamp_is_the_event_time_watermark() -> N
     assert iso_utc(1_765_411_200.5) == "2025-12-11T00:00:00.500Z"
     assert datetime.fromisoformat(iso_utc(1_765_411_200.5)).timestamp() == 1_765_411_200.5
     # a later item in another scope of the same engine does not move this scope's timestamp
-    eng.process(_near(1, 1, 3), ["other"], np.asarray([1_800_000_000.0]), scopes=ScopeKey("x", "m"))
-    again = next(c for c in eng.snapshot(include_candidates=True) if c.cluster_id == r.cluster_id)
+    later = Batch(
+        _near(1, 1, 3), ["other"], np.asarray([1_800_000_000.0]), scopes=[ScopeKey("x", "m")]
+    )
+    eng.learn(later)
+    again = next(c for c in eng.results(include_candidates=True) if c.cluster_id == r.cluster_id)
     assert again.metadata.timestamp == "2025-12-11T00:00:00Z"
     assert r.metadata.algorithm and r.metadata.min_cluster_size == CFG.hdbscan_min_cluster_size
 
@@ -152,8 +155,8 @@ def test_intra_cluster_similarity_is_the_weighted_mean_over_distinct_pairs() -> 
     x = _near(0, n, seed=5, spread=0.3)
     times = 1_765_670_400.0 + np.arange(n, dtype=np.float64) * 20_000.0  # member weights differ
     eng = Engine(EngineConfig(min_weight=2.0, assign_threshold=0.2))
-    eng.process(x, [f"i{i}" for i in range(n)], times)
-    (r,) = eng.snapshot()
+    eng.learn(Batch(x, [f"i{i}" for i in range(n)], times))
+    (r,) = eng.results()
     assert r.cluster_size == n
     age = times.max() - times
     w = np.exp(-math.log(2.0) * age / CFG.half_life_seconds)

@@ -317,19 +317,21 @@ def test_a_real_output_line_has_the_seed_cluster_result_shape() -> None:
     and the generated JSON Schema file."""
     import jsonschema_rs
 
-    from processors import Engine, EngineConfig
+    from processors import Batch, Engine, EngineConfig
 
     events = [e for raw in _stage3_documents() for e in decode_message(raw)]
     eng = Engine(EngineConfig())
-    eng.process(  # as the worker calls it
-        np.vstack([e.vector for e in events]),
-        [e.item_id for e in events],
-        np.asarray([e.event_time for e in events]),
-        [e.document_id for e in events],
-        [e.metadata for e in events],
-        [eng.scope_key(e.embedding_type, e.embedding_model, e.metadata) for e in events],
+    eng.learn(  # as the worker calls it
+        Batch(
+            np.vstack([e.vector for e in events]),
+            [e.item_id for e in events],
+            np.asarray([e.event_time for e in events]),
+            [e.document_id for e in events],
+            [e.metadata for e in events],
+            [eng.scope_key(e.embedding_type, e.embedding_model, e.metadata) for e in events],
+        )
     )
-    lines = [c.model_dump_json() for c in eng.snapshot()]
+    lines = [c.model_dump_json() for c in eng.results()]
     validator = jsonschema_rs.validator_for(
         json.loads((DIR / "cluster_result.schema.json").read_text())
     )

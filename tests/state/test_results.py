@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 
-from processors import Engine, EngineConfig
-from processors.scope import ScopeKey
+from processors import Batch, Engine, EngineConfig, ScopeKey
 from state.results import assemble, centroid_bytes, summary_json
 from tests.conftest import blobs
 
@@ -19,15 +18,17 @@ def _result():
     metas = [
         {"entity_text": ["Biden", "Joe Biden"][i % 2], "entity_type": "PER"} for i in range(40)
     ]
-    eng.process(
-        x,
-        [f"e{i}" for i in range(40)],
-        1_765_670_400.0 + np.arange(40, dtype=np.float64),
-        [f"d{i // 4}" for i in range(40)],
-        list(metas),
-        ScopeKey("entity", "m"),
+    eng.learn(
+        Batch(
+            x,
+            [f"e{i}" for i in range(40)],
+            1_765_670_400.0 + np.arange(40, dtype=np.float64),
+            [f"d{i // 4}" for i in range(40)],
+            list(metas),
+            [ScopeKey("entity", "m")] * 40,
+        )
     )
-    (r,) = eng.snapshot()
+    (r,) = eng.results()
     return r
 
 

@@ -12,7 +12,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from processors.scope import ACTIVE
+from processors import Batch, BatchResult, Engine, EngineConfig
 from schemas.outputs import ClusterResult
 from state.db import BatchWrite, Store
 from state.results import cluster_row, event_row
@@ -42,48 +42,52 @@ def test_bad_arguments_give_one_line_and_exit_2(
 
 
 # --------------------------------------------------------------------------- real PostgreSQL
-def _engine_on_stage3_documents() -> Any:
-    from processors import Engine, EngineConfig
+def _engine_on_stage3_documents() -> tuple[Engine, BatchResult]:
     from schemas.messages import decode_message
     from tests.schemas.test_contracts import _stage3_documents
 
     events = [e for raw in _stage3_documents() for e in decode_message(raw)]
     eng = Engine(EngineConfig())
-    res = eng.process(
-        np.vstack([e.vector for e in events]),
-        [e.item_id for e in events],
-        np.asarray([e.event_time for e in events]),
-        [e.document_id for e in events],
-        [e.metadata for e in events],
-        [eng.scope_key(e.embedding_type, e.embedding_model, e.metadata) for e in events],
+    res = eng.learn(
+        Batch(
+            np.vstack([e.vector for e in events]),
+            [e.item_id for e in events],
+            np.asarray([e.event_time for e in events]),
+            [e.document_id for e in events],
+            [e.metadata for e in events],
+            [eng.scope_key(e.embedding_type, e.embedding_model, e.metadata) for e in events],
+        )
     )
-    return eng, res.changes
+    return eng, res
 
 
-def _batch(eng: Any, changes: list[Any]) -> BatchWrite:
-    """What the worker writes for these clusters, through the same row functions."""
+def _batch(eng: Engine, res: BatchResult) -> BatchWrite:
+    """What the worker writes for this call, through the same row functions: a row per
+    touched cluster (the summary of those that are active), a membership per move."""
     write = BatchWrite("g", offsets=[("t", 0, 1, 1, None)])
-    write.events = [event_row(ev) for ev in changes]
-    for st in eng.scopes.values():
-        etype = st.key.embedding_type
-        for slot in (int(s) for s in st.live_slots()):
-            active = st.status[slot] == ACTIVE
-            write.clusters.append(
-                cluster_row(
-                    st.cluster_id(slot),
-                    st.name,
-                    etype,
-                    "active" if active else "candidate",
-                    len(st.members[slot]),
-                    float(st.w[slot]),
-                    (float(st.t_first[slot]), float(st.t_last[slot])),
-                    st.cent[slot],
-                    eng.cluster_result(st, slot) if active else None,
-                )
+    write.events = [event_row(ev) for ev in res.changes]
+    touched = [cs.cluster_id for cs in res.clusters]
+    published = {r.cluster_id: r for r in eng.clusters(touched) if r.status == "active"}
+    for cs in res.clusters:
+        assert cs.first_event_time is not None and cs.last_event_time is not None
+        write.clusters.append(
+            cluster_row(
+                cs.cluster_id,
+                cs.scope,
+                cs.embedding_type,
+                cs.status,
+                cs.size,
+                cs.weight,
+                (cs.first_event_time, cs.last_event_time),
+                cs.centroid,
+                published.get(cs.cluster_id),
             )
-            for item, m in st.members[slot].items():
-                row = (st.cluster_id(slot), st.name, etype, item, m.document_id, 0.9, m.event_time)
-                write.items.append(row)
+        )
+    for mv in res.moves:
+        assert mv.cluster_id is not None
+        row = (mv.cluster_id, mv.scope, mv.embedding_type, mv.item_id, mv.document_id, 0.9,
+               mv.event_time)  # fmt: skip
+        write.items.append(row)
     return write
 
 
@@ -114,11 +118,11 @@ def test_export_gives_back_what_the_engine_made(
     fresh_database: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, dsn = fresh_database
-    eng, changes = _engine_on_stage3_documents()
-    write = _batch(eng, changes)
+    eng, res = _engine_on_stage3_documents()
+    write = _batch(eng, res)
     again = BatchWrite("g", events=write.events, offsets=[("t", 0, 2, 2, 1)])
     _commit(dsn, write, again)  # the change events a second time: idempotent on event_id
-    expected = {r.cluster_id: r for r in eng.snapshot()}
+    expected = {r.cluster_id: r for r in eng.results()}
     seen = set()
     for etype in ("document", "event", "entity", "storyline"):
         got = _export(monkeypatch, dsn, tmp_path, etype, "2025-12-10")
@@ -136,16 +140,16 @@ def test_export_gives_back_what_the_engine_made(
     }
     assert _export(monkeypatch, dsn, tmp_path, "event", "2025-12-12") == []
     rows = asyncio.run(_fetch(dsn, "SELECT count(*) AS n FROM cluster_events"))
-    assert rows[0]["n"] == len(changes) > 0
+    assert rows[0]["n"] == len(res.changes) > 0
 
 
 def test_a_cluster_that_ended_is_exported_with_its_last_state_and_no_members(
     fresh_database: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, dsn = fresh_database
-    eng, changes = _engine_on_stage3_documents()
-    write = _batch(eng, changes)
-    entity = next(r for r in eng.snapshot() if r.cluster_type == "entity")
+    eng, res = _engine_on_stage3_documents()
+    write = _batch(eng, res)
+    entity = next(r for r in eng.results() if r.cluster_type == "entity")
     ended = BatchWrite(
         "g",
         clusters=[cluster_row(entity.cluster_id, entity.scope, "entity", "retired", 0, 0.0)],
