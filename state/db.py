@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from schemas.errors import ClustererError
 from schemas.outputs import ReconsolidationRecord
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,25 @@ class PartitionState:
 
 
 ClusterRow = tuple[
-    str, str, str, int, float, str | None, str | None, str | None, float | None, float | None
+    str,
+    str,
+    str,
+    int,
+    float,
+    str | None,
+    str | None,
+    str | None,
+    float | None,
+    float | None,
+    str | None,
+    bytes | None,
 ]
+"""id, scope, status, size, weight, label, medoid, summary (state.results.summary_json), first
+and last event time, embedding type, centroid (float32 LE). For a cluster that ended, the
+None fields keep what the row held: its last summary, span and centroid stay readable."""
+EventRow = tuple[str, str, str, str, list[str], float, int, str]
+"""cluster_events: event id, cluster id, scope, kind, related ids, event time, sequence,
+the ChangeEvent JSON."""
 ItemRow = tuple[str, str, str, str, str | None, float | None, float | None]
 OutboxRow = tuple[str, str, bytes | None, bytes, str]
 OffsetRow = tuple[str, int, int, int, int | None]
@@ -86,7 +104,7 @@ OffsetRow = tuple[str, int, int, int, int | None]
 is stored now (None: no row yet). The commit only goes through if that belief holds."""
 
 
-class Fenced(Exception):
+class Fenced(ClustererError):
     """Another worker advanced a partition since this one loaded it: this worker's state for
     that partition is stale (a zombie after a rebalance it has not seen yet). Its batch is
     rolled back whole; it must reload the partition from Postgres, never retry the batch."""
@@ -109,6 +127,7 @@ class BatchWrite:
     items: list[ItemRow] = field(default_factory=list)
     removed: list[tuple[str, str, str]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     runs: list[ReconsolidationRecord] = field(default_factory=list)
     offsets: list[OffsetRow] = field(default_factory=list)
     checkpoints: list[tuple[str, int, int, bytes]] = field(default_factory=list)
@@ -209,6 +228,13 @@ class Store:
                     " record_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     [(b.group, t, p, o) for t, p, o in b.poisoned],
                 )
+            if b.events:
+                await conn.executemany(
+                    "INSERT INTO cluster_events (event_id, cluster_id, cluster_type, kind,"
+                    " related_ids, event_time, sequence, payload) VALUES ($1, $2, $3, $4, $5,"
+                    " $6, $7, $8::jsonb) ON CONFLICT (event_id) DO NOTHING",
+                    b.events,
+                )
             for run in b.runs:
                 await self._insert_run(conn, run)
             if b.checkpoints:
@@ -268,19 +294,24 @@ class Store:
             "summary",
             "first_event_time",
             "last_event_time",
+            "embedding_type",
+            "centroid",
         ]
         await conn.copy_records_to_table("tmp_clusters", records=rows, columns=cols)
         await conn.execute(
             "INSERT INTO clusters AS c (id, cluster_type, status, size, weight, label,"
-            " medoid_item_id, summary, first_event_time, last_event_time)"
+            " medoid_item_id, summary, first_event_time, last_event_time, embedding_type,"
+            " centroid)"
             " SELECT id, cluster_type, status, size, weight, label, medoid_item_id, summary,"
-            " first_event_time, last_event_time FROM tmp_clusters"
+            " first_event_time, last_event_time, embedding_type, centroid FROM tmp_clusters"
             " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, size = EXCLUDED.size,"
             " weight = EXCLUDED.weight, label = COALESCE(EXCLUDED.label, c.label),"
             " medoid_item_id = COALESCE(EXCLUDED.medoid_item_id, c.medoid_item_id),"
             " summary = COALESCE(EXCLUDED.summary, c.summary),"
-            " first_event_time = EXCLUDED.first_event_time,"
-            " last_event_time = EXCLUDED.last_event_time, updated_at = now()"
+            " first_event_time = COALESCE(EXCLUDED.first_event_time, c.first_event_time),"
+            " last_event_time = COALESCE(EXCLUDED.last_event_time, c.last_event_time),"
+            " embedding_type = COALESCE(EXCLUDED.embedding_type, c.embedding_type),"
+            " centroid = COALESCE(EXCLUDED.centroid, c.centroid), updated_at = now()"
         )
 
     async def _upsert_items(self, conn: Any, rows: list[ItemRow]) -> None:
