@@ -1,25 +1,28 @@
-"""The ONE place where the read side turns a `clusters` row (+ its members) into what the API
-serves: the list summary and the full ClusterResult. The row's columns are those of
-migrations 001/002; `summary` is the JSON the worker keeps in PostgreSQL and Redis
-(stream.worker._summary)."""
+"""Where the read side turns a `clusters` row (+ its members) into what the API serves: the
+list summary here, the full ClusterResult through state.results.assemble (the project's one
+assembly, shared with `clusterer export`). The row's columns are those of migrations
+001/002; `summary` is the ClusterResult less members and centroid that the worker keeps in
+PostgreSQL and Redis (state.results.summary_json)."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import numpy as np
+from schemas.outputs import ClusterResult, iso_utc
+from state.results import assemble
 
 
 def iso(t: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC (`...Z`); None for a missing or unrepresentable time."""
+    """Epoch seconds as ISO 8601 UTC in the contract's form (schemas.outputs.iso_utc); None
+    for a missing or unrepresentable time."""
     if t is None or not math.isfinite(t):
         return None
     try:
-        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+        return iso_utc(t)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -41,12 +44,6 @@ def embedding_type(row: Mapping[str, Any]) -> str:
     """The column written since migration 002, else the scope name's first part."""
     et = row.get("embedding_type")
     return str(et) if et else str(row["cluster_type"]).split("/", 1)[0]
-
-
-def centroid(raw: bytes | None) -> list[float]:
-    if not raw:
-        return []
-    return [float(v) for v in np.frombuffer(bytes(raw), dtype="<f4")]
 
 
 def cluster_summary(
@@ -110,28 +107,10 @@ def _num(v: Any) -> float | None:
     return None
 
 
-def cluster_result(row: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The full ClusterResult (seed 003 §3.5) from the row and its members (item_id,
-    document_id, similarity), members in the order they should be listed."""
-    sm = summary_json(row)
-    base = cluster_summary(row, sm)
-    base.pop("updated_at")
-    sims = [float(m["similarity"]) for m in members if m.get("similarity") is not None]
-    cohesion = sm.get("intra_cluster_similarity")
-    if cohesion is None and sims:
-        # until the worker stores the exact cohesion: the members' mean similarity to the
-        # cluster when they joined, the closest figure the read side has
-        cohesion = round(sum(sims) / len(sims), 6)
-    meta = dict(sm.get("metadata") or {})
-    meta.setdefault("as_of", base["temporal_span"][1] if base["temporal_span"] else None)
-    return {
-        **base,
-        "member_ids": [str(m["item_id"]) for m in members],
-        "document_ids": list(
-            dict.fromkeys(str(m["document_id"]) for m in members if m.get("document_id"))
-        ),
-        "centroid_vector": centroid(row.get("centroid")),
-        "primary_entities": list(sm.get("primary_entities") or []),
-        "intra_cluster_similarity": cohesion,
-        "metadata": meta,
-    }
+def cluster_result(
+    row: Mapping[str, Any], members: Sequence[Mapping[str, Any]]
+) -> ClusterResult | None:
+    """The full ClusterResult (seed 003 §3.5) of a row and its members (in listing order):
+    the one assembly of the project (state.results.assemble, shared with `clusterer
+    export`). None for a candidate that never became active (no result stored)."""
+    return assemble(row, [(str(m["item_id"]), m.get("document_id")) for m in members])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -70,7 +71,8 @@ def _pool(request: Request) -> asyncpg.Pool:
     response_model=Job,
     status_code=202,
     summary="Submit a batch clustering job: an uploaded JSONL of vector events"
-    " (application/x-ndjson) or a directory of *.jsonl under the data root (application/json)",
+    " (application/x-ndjson), or a directory under the data root (application/json): a"
+    " Stage 3 index directory (seed 003 §2) or *.jsonl vector events",
     openapi_extra=_BODY,
     dependencies=[Depends(admin)],
     responses={
@@ -113,10 +115,20 @@ async def submit(
         path = confine(s.data_root, spec.path)
         if not path.is_dir():
             raise invalid("body.path", "is not a directory under the data root")
-        if not jobs.directory_files(path):
-            raise invalid("body.path", "holds no *.jsonl files")
+        total = 0
+        if jobs.is_stage3(path):
+            from stream.stage3 import Stage3Error, open_directory
+
+            try:  # every check of `clusterer backfill`, before the job is accepted
+                total = len(await asyncio.to_thread(open_directory, path, spec.model))
+            except Stage3Error as exc:
+                raise invalid("body.path", str(exc)) from exc
+        elif not jobs.directory_files(path):
+            raise invalid("body.path", "holds neither a Stage 3 index nor *.jsonl files")
         async with _pool(request).acquire() as conn:
-            row = await jobs.create_job(conn, "directory", spec.name or name, 0, path=spec.path)
+            row = await jobs.create_job(
+                conn, "directory", spec.name or name, total, path=spec.path, model=spec.model
+            )
     else:
         raise ApiError(
             415, "send application/x-ndjson (an upload) or application/json (a directory job)"

@@ -1,5 +1,6 @@
 """Batch clustering jobs: the engine run offline (as `clusterer replay` runs it) over an
-uploaded JSONL of vector events or a directory of them under the data root, in a background
+uploaded JSONL of vector events, a directory of them under the data root, or a Stage 3
+index directory under the data root (as `clusterer backfill --offline` reads it), in a background
 thread of the API. State, progress and an engine checkpoint live in PostgreSQL (tables
 `batch_job*`, migration 004), so a job survives an API restart: a running job holds a lease
 (`owner`, `heartbeat_at`); when its API dies the lease lapses and the next API resumes it
@@ -8,18 +9,24 @@ from its last checkpoint. Results never touch the live stream's tables."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import pickle
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 from pydantic import ValidationError
 
-from processors import Engine, EngineConfig
+from processors import Batch, CheckpointError, Engine, EngineConfig, ScopeKey
 from schemas.inputs import VectorEvent
+from schemas.outputs import ClusterResult
+from schemas.validation import InputError, decode_vector
 
 log = logging.getLogger(__name__)
 CHUNK = 1024  # items per engine call, and per progress update
@@ -75,6 +82,116 @@ def in_time_order(events: list[VectorEvent]) -> list[VectorEvent]:
     return sorted(events, key=lambda e: e.event_time)
 
 
+def is_stage3(path: Path) -> bool:
+    """A Stage 3 index directory (seed 003 §2): any of the four index files is there."""
+    from stream.stage3 import INDEX_NAMES
+
+    return any((path / f"{name}.index").is_file() for name in INDEX_NAMES)
+
+
+@dataclass
+class Source:
+    """A job's input as the runner consumes it: `chunks(start)` yields the items from
+    position `start` on, CHUNK at a time, in the order they are clustered; `run(engine,
+    chunk)` feeds one chunk and returns how many items the engine refused; `finish` turns
+    the engine's results into the job's output lines."""
+
+    total: int
+    chunks: Callable[[int], Iterator[Any]]
+    run: Callable[[Engine, Any], int]
+    finish: Callable[[list[ClusterResult]], list[ClusterResult]] = lambda rs: rs
+
+
+Row = tuple[npt.NDArray[np.float32], str, float, str | None, dict[str, Any], ScopeKey]
+"""vector, item id, event time, document id, metadata, scope: one item for Engine.learn"""
+
+
+def learn(engine: Engine, rows: list[Row], document_ids: bool = True) -> None:
+    """The rows in order, one Batch per run of equal dimension (one matrix per call)."""
+    for _, group in itertools.groupby(rows, key=lambda r: r[0].shape[0]):
+        g = list(group)
+        engine.learn(
+            Batch(
+                np.vstack([r[0] for r in g]),
+                [r[1] for r in g],
+                np.asarray([r[2] for r in g], dtype=np.float64),
+                [r[3] for r in g] if document_ids else None,
+                [r[4] for r in g],
+                [r[5] for r in g],
+            )
+        )
+
+
+def events_source(events: list[VectorEvent]) -> Source:
+    ordered = in_time_order(events)
+
+    def chunks(start: int) -> Iterator[list[VectorEvent]]:
+        for i in range(start, len(ordered), CHUNK):
+            yield ordered[i : i + CHUNK]
+
+    def run(engine: Engine, chunk: list[VectorEvent]) -> int:
+        """Vectors the engine cannot take (zero, non-finite, badly encoded, another
+        dimension than their scope's) are counted as rejected, as the worker dead-letters
+        them."""
+        rows: list[Row] = []
+        dims: dict[ScopeKey, int] = {}
+        for ev in chunk:
+            key = engine.scope_key(ev.embedding_type, ev.embedding_model, ev.metadata)
+            try:
+                vec = decode_vector(ev.vector)
+            except InputError:
+                continue
+            if vec.shape[0] != dims.setdefault(key, engine.dimension(key) or vec.shape[0]):
+                continue
+            rows.append((vec, ev.item_id, ev.event_time, ev.document_id, ev.metadata, key))
+        learn(engine, rows)
+        return len(chunk) - len(rows)
+
+    return Source(len(ordered), chunks, run)
+
+
+def stage3_source(path: Path, model: str | None = None) -> Source:
+    """A Stage 3 directory read as `clusterer backfill --offline` reads it (stream.stage3:
+    every index, event-time order, vectors memory-mapped and read in chunks), results with
+    the Stage 3 `source_id`s as member ids, as the backfill writes them."""
+    from stream.backfill import _to_source_ids
+    from stream.stage3 import open_directory
+
+    directory = open_directory(path, model)
+    source_of: dict[str, str] = {}
+    doc_of: dict[str, str | None] = {}
+    for ix in directory.indices:
+        source_of.update(zip(ix.vector_ids, ix.source_ids, strict=True))
+        doc_of.update(zip(ix.vector_ids, ix.document_ids, strict=True))
+
+    def chunks(start: int) -> Iterator[list[Any]]:
+        it = itertools.islice(directory.items(), start, None)
+        while batch := list(itertools.islice(it, CHUNK)):
+            yield batch
+
+    def run(engine: Engine, chunk: list[Any]) -> int:
+        # as the backfill feeds the engine: document ids are put back from the metadata
+        # when the results are renamed to source ids (finish)
+        rows: list[Row] = [
+            (
+                i.vector,
+                i.item_id,
+                i.event_time,
+                i.document_id,
+                i.metadata,
+                engine.scope_key(i.embedding_type, i.embedding_model, i.metadata),
+            )
+            for i in chunk
+        ]
+        learn(engine, rows, document_ids=False)
+        return 0
+
+    def finish(results: list[ClusterResult]) -> list[ClusterResult]:
+        return [_to_source_ids(r, source_of, doc_of) for r in results]
+
+    return Source(len(directory), chunks, run, finish)
+
+
 # ---------------------------------------------------------------------- database side
 async def create_job(
     conn: asyncpg.Connection,
@@ -83,17 +200,19 @@ async def create_job(
     items: int,
     data: bytes | None = None,
     path: str | None = None,
+    model: str | None = None,
 ) -> asyncpg.Record:
     job_id = uuid.uuid4().hex
     async with conn.transaction():
         row = await conn.fetchrow(
-            "INSERT INTO batch_jobs (id, status, source_kind, source_path, name, items_total)"
-            f" VALUES ($1, 'queued', $2, $3, $4, $5) RETURNING {JOB_COLS}",
+            "INSERT INTO batch_jobs (id, status, source_kind, source_path, name, items_total,"
+            f" model) VALUES ($1, 'queued', $2, $3, $4, $5, $6) RETURNING {JOB_COLS}",
             job_id,
             kind,
             path,
             name,
             items,
+            model,
         )
         if data is not None:
             await conn.execute(
@@ -191,7 +310,8 @@ class JobRunner:
             " SELECT id FROM batch_jobs WHERE status = 'queued' OR (status = 'running' AND"
             " heartbeat_at < now() - make_interval(secs => $2))"
             " ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1)"
-            " RETURNING id, source_kind, source_path, checkpoint, cancel_requested",
+            " RETURNING id, source_kind, source_path, model, checkpoint, checkpoint_done,"
+            " checkpoint_rejected, cancel_requested",
             self.owner,
             self.lease,
         )
@@ -210,20 +330,22 @@ class JobRunner:
         )
         await conn.execute("DELETE FROM batch_job_inputs WHERE job_id = $1", job_id)
 
-    async def _load(self, conn: asyncpg.Connection, job: asyncpg.Record) -> list[VectorEvent]:
+    async def _load(self, conn: asyncpg.Connection, job: asyncpg.Record) -> Source:
         if job["source_kind"] == "upload":
             data = await conn.fetchval(
                 "SELECT data FROM batch_job_inputs WHERE job_id = $1", job["id"]
             )
             if data is None:
                 raise BadInput("upload", "the uploaded input is gone")
-            return in_time_order(parse_jsonl(bytes(data), "line"))
+            return events_source(parse_jsonl(bytes(data), "line"))
         if self.data_root is None:
             raise BadInput("path", "CLUSTERER_API_DATA_ROOT is not configured any more")
         from api.security import confine
 
         path = confine(self.data_root, str(job["source_path"]))
-        return in_time_order(await asyncio.to_thread(read_directory, path))
+        if is_stage3(path):
+            return await asyncio.to_thread(stage3_source, path, job["model"])
+        return events_source(await asyncio.to_thread(read_directory, path))
 
     async def _run(self, conn: asyncpg.Connection, job: asyncpg.Record) -> None:
         job_id = job["id"]
@@ -231,37 +353,46 @@ class JobRunner:
             await self._finish(conn, job_id, "cancelled")
             return
         try:
-            events = await self._load(conn, job)
+            source = await self._load(conn, job)
         except Exception as exc:  # a bad input fails this job, never the runner
             await self._finish(conn, job_id, "failed", _message(exc))
             return
         engine, start, rejected = Engine(self.config), 0, 0
         if job["checkpoint"] is not None:  # resume: the engine as it was after `start` items
-            engine, start, rejected = pickle.loads(job["checkpoint"])
-        log.info("batch job %s: %d items, starting at %d", job_id, len(events), start)
+            try:
+                engine = Engine.restore(bytes(job["checkpoint"]))
+                start, rejected = int(job["checkpoint_done"]), int(job["checkpoint_rejected"])
+            except CheckpointError as exc:  # e.g. written by another version: start over
+                log.warning("batch job %s: checkpoint unusable (%s), starting over", job_id, exc)
+                engine = Engine(self.config)
+        total = source.total
+        log.info("batch job %s: %d items, starting at %d", job_id, total, start)
         await conn.execute(
             "UPDATE batch_jobs SET items_total = $2, items_done = $3, items_rejected = $4,"
             " resumed_from = $3 WHERE id = $1",
             job_id,
-            len(events),
+            total,
             start,
             rejected,
         )
         since_checkpoint = 0
         try:
-            for i in range(start, len(events), CHUNK):
-                chunk = events[i : i + CHUNK]
-                _, bad = await asyncio.to_thread(engine.process_events, chunk)
-                rejected += len(bad)
+            done = start
+            chunks = source.chunks(start)
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                rejected += await asyncio.to_thread(source.run, engine, chunk)
                 since_checkpoint += len(chunk)
-                done = i + len(chunk)
+                done += len(chunk)
                 ckpt = None
-                if since_checkpoint >= self.checkpoint_items and done < len(events):
-                    ckpt = await asyncio.to_thread(pickle.dumps, (engine, done, rejected), 5)
+                if since_checkpoint >= self.checkpoint_items and done < total:
+                    ckpt = await asyncio.to_thread(engine.snapshot)
                     since_checkpoint = 0
                 state = await conn.fetchrow(
                     "UPDATE batch_jobs SET items_done = $3, items_rejected = $4,"
-                    " heartbeat_at = now(), checkpoint = COALESCE($5, checkpoint)"
+                    " heartbeat_at = now(), checkpoint = COALESCE($5, checkpoint),"
+                    " checkpoint_done = CASE WHEN $5::bytea IS NULL THEN checkpoint_done"
+                    " ELSE $3 END, checkpoint_rejected = CASE WHEN $5::bytea IS NULL THEN"
+                    " checkpoint_rejected ELSE $4 END"
                     " WHERE id = $1 AND owner = $2 RETURNING cancel_requested",
                     job_id,
                     self.owner,
@@ -284,7 +415,7 @@ class JobRunner:
                     )
                     return
             engine.flush()
-            results = engine.snapshot()
+            results = source.finish(engine.results())
         except Exception as exc:
             log.exception("batch job %s failed", job_id)
             await self._finish(conn, job_id, "failed", _message(exc))

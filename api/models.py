@@ -44,29 +44,6 @@ class ClusterPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: end")
 
 
-class ClusterDetail(BaseModel):
-    """The full ClusterResult of seed 003 §3.5 as the read side holds it."""
-
-    cluster_id: str
-    cluster_type: str
-    scope: str
-    status: Status
-    cluster_label: str | None
-    cluster_size: int
-    weight: float
-    member_ids: list[str]
-    document_ids: list[str]
-    centroid_vector: list[float]
-    temporal_span: list[str] | None
-    primary_entities: list[str] = Field(default_factory=list)
-    domain: str | None = None
-    event_type: str | None = None
-    intra_cluster_similarity: float | None = None
-    medoid_id: str | None = None
-    representative_ids: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
 class Member(BaseModel):
     item_id: str
     item_type: str
@@ -222,9 +199,19 @@ class DirectoryJob(BaseModel):
         min_length=1,
         max_length=1024,
         pattern=NO_NUL,
-        description="directory relative to CLUSTERER_API_DATA_ROOT holding *.jsonl vector events",
+        description="directory relative to CLUSTERER_API_DATA_ROOT: a Stage 3 index directory"
+        " (documents.index, events.index, ... with their _metadata.json) or *.jsonl vector"
+        " events",
     )
     name: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=NO_NUL,
+        description="Stage 3 directories: the embedding model of vectors whose metadata names"
+        " none (as `clusterer backfill --model`)",
+    )
 
 
 class Job(BaseModel):

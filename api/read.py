@@ -17,10 +17,9 @@ from fastapi.responses import Response
 
 from api import assemble, queries
 from api.cache import ReadCache
-from api.errors import ERROR_RESPONSES, ApiError, invalid
+from api.errors import ERROR_RESPONSES, ApiError, ErrorBody, invalid
 from api.models import (
     NO_NUL,
-    ClusterDetail,
     ClusterPage,
     ConsumerLag,
     EventPage,
@@ -44,7 +43,7 @@ from api.models import (
 )
 from api.settings import ApiSettings
 from schemas.inputs import EmbeddingType
-from schemas.outputs import ChangeKind
+from schemas.outputs import ChangeKind, ClusterResult
 from stream.settings import Settings
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)  # type: ignore[arg-type]
@@ -112,14 +111,26 @@ async def list_clusters(
     return _json(body, False)
 
 
-@router.get("/clusters/{cluster_id}", response_model=ClusterDetail, summary="Full ClusterResult")
-async def get_cluster(request: Request, cluster_id: ClusterId) -> ClusterDetail:
+@router.get(
+    "/clusters/{cluster_id}",
+    response_model=ClusterResult,
+    summary="The full ClusterResult (the Stage 5 contract, as `clusterer export` writes it)",
+    responses={409: {"model": ErrorBody, "description": "a candidate: no ClusterResult yet"}},
+)
+async def get_cluster(request: Request, cluster_id: ClusterId) -> ClusterResult:
     pool = _pool(request)
     row = await queries.cluster_row(pool, cluster_id)
     if row is None:
         raise ApiError(404, f"no cluster {cluster_id!r}")
     ms = await queries.members(pool, cluster_id, _settings(request).detail_members_max)
-    return ClusterDetail.model_validate(assemble.cluster_result(row, ms))
+    result = assemble.cluster_result(row, ms)
+    if result is None:
+        raise ApiError(
+            409,
+            f"cluster {cluster_id!r} is a candidate: it has a ClusterResult once it becomes"
+            " active (its members: /members)",
+        )
+    return result
 
 
 @router.get(

@@ -167,9 +167,9 @@ def main() -> None:
     try:
         asyncio.run(migrate(dsn))
         t0 = time.perf_counter()
-        engine, changes, runs = run_engine(args.items, args.dim, seed=11, topics=args.topics)
-        asyncio.run(fill_database(dsn, engine, changes, runs))
-        membership, results = fill_cache(engine, s.redis_url, name)
+        run = run_engine(args.items, args.dim, seed=11, topics=args.topics)
+        asyncio.run(fill_database(dsn, run))
+        membership, results = fill_cache(run, s.redis_url, name)
         items = sorted({it for _, it in membership})
         print(
             json.dumps(

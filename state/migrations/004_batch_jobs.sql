@@ -8,6 +8,7 @@ CREATE TABLE batch_jobs (
         CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
     source_kind         text NOT NULL CHECK (source_kind IN ('upload', 'directory')),
     source_path         text,            -- directory jobs: relative to the data root
+    model               text,            -- Stage 3 directories: model of vectors naming none
     name                text,
     items_total         integer NOT NULL DEFAULT 0,
     items_done          integer NOT NULL DEFAULT 0,
@@ -18,7 +19,9 @@ CREATE TABLE batch_jobs (
     cancel_requested    boolean NOT NULL DEFAULT false,
     owner               text,            -- the API process running it (lease holder)
     heartbeat_at        timestamptz,
-    checkpoint          bytea,           -- pickled (engine, items done, items rejected)
+    checkpoint          bytea,           -- Engine.snapshot() after checkpoint_done items
+    checkpoint_done     integer NOT NULL DEFAULT 0,
+    checkpoint_rejected integer NOT NULL DEFAULT 0,
     created_at          timestamptz NOT NULL DEFAULT now(),
     started_at          timestamptz,
     finished_at         timestamptz

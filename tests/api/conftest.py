@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import httpx
 import numpy as np
 import pytest
@@ -22,14 +20,12 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ApiSettings
-from processors import Engine, EngineConfig
-from processors.representatives import document_frequency
-from processors.scope import ACTIVE, ScopeKey
+from processors import Batch, BatchResult, ClusterState, Engine, EngineConfig, Move, ScopeKey
 from schemas.outputs import ChangeEvent, ClusterResult
 from state.cache import Cache
-from state.db import BatchWrite, ClusterRow, ItemRow, Store
+from state.db import BatchWrite, ItemRow, Store
+from state.results import cluster_row, event_row, summary_json
 from stream.settings import Settings
-from stream.worker import _summary
 from tests.conftest import Services, blobs, wait_until
 from tests.stream.conftest import (
     env,  # noqa: F401  (the real-worker fixture, for test_end_to_end)
@@ -55,101 +51,72 @@ class Populated:
     scopes: list[str] = field(default_factory=list)
 
 
-def _write_from_engine(engine: Engine, changes: list[ChangeEvent], runs: list[Any]) -> BatchWrite:
-    """The rows the worker writes for these outputs (stream.worker._rows/_cluster_row)."""
-    w = BatchWrite("api-test", runs=runs)
-    seen: set[str] = set()
-    for st in engine.scopes.values():
-        df = document_frequency(st)
-        live = sorted(int(s) for s in st.live_slots())
-        for s in live:
-            cid = st.cluster_id(s)
-            seen.add(cid)
-            summary = None
-            if st.status[s] == ACTIVE:
-                summary = _summary(engine.cluster_result(st, s, df, len(live)).model_dump())
-            obj = json.loads(summary) if summary else {}
-            row: ClusterRow = (
-                cid,
-                st.name,
-                "active" if st.status[s] == ACTIVE else "candidate",
-                len(st.members[s]),
-                float(st.w[s]),
-                obj.get("label"),
-                obj.get("medoid_id"),
-                summary,
-                float(st.t_first[s]),
-                float(st.t_last[s]),
+@dataclass
+class EngineRun:
+    """A real engine run and everything it reported, call by call."""
+
+    engine: Engine
+    results: list[BatchResult]
+
+    @property
+    def changes(self) -> list[ChangeEvent]:
+        return [ev for r in self.results for ev in r.changes]
+
+    def memberships(self) -> dict[tuple[str, str], tuple[str, Move]]:
+        """(scope, item) -> (cluster id, the latest move) of items in a cluster now."""
+        latest: dict[tuple[str, str], Move] = {}
+        for r in self.results:
+            latest.update({(mv.scope, mv.item_id): mv for mv in r.moves})
+        return {k: (mv.cluster_id, mv) for k, mv in latest.items() if mv.cluster_id is not None}
+
+
+def write_from_run(run: EngineRun) -> BatchWrite:
+    """The rows the worker writes for these outputs (stream.worker._rows and _cluster_row
+    through state.results): memberships, clusters with summary and centroid, change-event
+    log, reconsolidation runs."""
+    w = BatchWrite("api-test")
+    clusters: dict[str, ClusterState] = {}
+    for r in run.results:
+        w.runs.extend(r.reconsolidations)
+        w.events.extend(event_row(ev) for ev in r.changes)
+        clusters.update({cs.cluster_id: cs for cs in r.clusters})
+    for (scope, item), (cid, mv) in run.memberships().items():
+        row: ItemRow = (cid, scope, mv.embedding_type, item, mv.document_id, 0.9, mv.event_time)
+        w.items.append(row)
+    active = {c.cluster_id: c for c in run.engine.clusters(sorted(clusters))}
+    for cs in clusters.values():
+        span = None
+        if cs.first_event_time is not None and cs.last_event_time is not None:
+            span = (cs.first_event_time, cs.last_event_time)
+        result = active.get(cs.cluster_id)
+        w.clusters.append(
+            cluster_row(
+                cs.cluster_id,
+                cs.scope,
+                cs.embedding_type,
+                cs.status,
+                cs.size,
+                cs.weight,
+                span,
+                cs.centroid,
+                result if result is not None and result.status == "active" else None,
             )
-            w.clusters.append(row)
-            for item, m in st.members[s].items():
-                it: ItemRow = (
-                    cid,
-                    st.name,
-                    st.key.embedding_type,
-                    item,
-                    m.document_id,
-                    0.9,
-                    m.event_time,
-                )
-                w.items.append(it)
-    merged = {r for ev in changes if ev.kind == "merged" for r in ev.related_ids}
-    for ev in changes:
-        for cid in (ev.cluster_id, *ev.related_ids):
-            if cid not in seen:
-                seen.add(cid)
-                status = "merged" if cid in merged else "retired"
-                w.clusters.append((cid, ev.scope, status, 0, 0.0, None, None, None, None, None))
-    n = sum(st.seq for st in engine.scopes.values())
+        )
+    n = sum(len(r.item_ids) for r in run.results)
     w.offsets.append(("api-test.by-scope", 0, n, n, None))
     return w
 
 
-async def fill_database(
-    dsn: str, engine: Engine, changes: list[ChangeEvent], runs: list[Any]
-) -> None:
+async def fill_database(dsn: str, run: EngineRun) -> None:
+    """Through the real batch commit (state.db.Store.commit), as the worker writes."""
     store = await Store.connect(dsn)
     try:
-        await store.commit(_write_from_engine(engine, changes, runs))
+        await store.commit(write_from_run(run))
     finally:
         await store.close()
-    conn = await asyncpg.connect(dsn)
-    try:
-        # centroid, embedding type and the change-event log (migration 002) are not written
-        # by Store.commit yet: written here as the read side expects them
-        for st in engine.scopes.values():
-            for s in (int(x) for x in st.live_slots()):
-                await conn.execute(
-                    "UPDATE clusters SET centroid = $2, embedding_type = $3 WHERE id = $1",
-                    st.cluster_id(s),
-                    np.asarray(st.cent[s], dtype="<f4").tobytes(),
-                    st.key.embedding_type,
-                )
-        await conn.executemany(
-            "INSERT INTO cluster_events (event_id, cluster_id, cluster_type, kind, related_ids,"
-            " event_time, sequence, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
-            " ON CONFLICT DO NOTHING",
-            [
-                (
-                    ev.event_id,
-                    ev.cluster_id,
-                    ev.scope,
-                    ev.kind,
-                    ev.related_ids,
-                    ev.event_time,
-                    ev.sequence,
-                    ev.model_dump_json(),
-                )
-                for ev in changes
-            ],
-        )
-    finally:
-        await conn.close()
 
 
-def run_engine(
-    n: int = 900, dim: int = 24, seed: int = 3, topics: int = 3
-) -> tuple[Engine, list[ChangeEvent], list[Any]]:
+def run_engine(n: int = 900, dim: int = 24, seed: int = 3, topics: int = 3) -> EngineRun:
     """Documents and events over `topics` topics (the first three named), an item every five
     minutes; then a manual reconsolidation so runs and groups exist."""
     x, y = blobs(n, dim, topics, seed=seed)
@@ -167,46 +134,24 @@ def run_engine(
         for i, k in enumerate(y)
     ]
     keys = [ScopeKey("document" if i % 2 == 0 else "event", "test-model") for i in range(n)]
-    changes: list[ChangeEvent] = []
-    runs: list[Any] = []
+    out: list[BatchResult] = []
     for a in range(0, n, 128):
-        res = engine.process(
-            x[a : a + 128],
-            ids[a : a + 128],
-            times[a : a + 128],
-            docs[a : a + 128],
-            meta[a : a + 128],
-            keys[a : a + 128],
-        )
-        changes += res.changes
-        runs += res.reconsolidations
-    fl = engine.flush()
-    changes += fl.changes
-    rc = engine.reconsolidate_all()
-    changes += rc.changes
-    runs += rc.reconsolidations
-    return engine, changes, runs
+        b = slice(a, a + 128)
+        out.append(engine.learn(Batch(x[b], ids[b], times[b], docs[b], meta[b], keys[b])))
+    out.append(engine.flush())
+    out.append(engine.reconsolidate())
+    return EngineRun(engine, out)
 
 
 def fill_cache(
-    engine: Engine, redis_url: str, prefix: str
+    run: EngineRun, redis_url: str, prefix: str
 ) -> tuple[dict[tuple[str, str], str], dict[str, ClusterResult]]:
-    """The Redis hashes the worker keeps (state.cache.Cache.apply), for the engine's state;
+    """The Redis hashes the worker keeps (state.cache.Cache.apply) for the run's end state;
     returns the memberships and the active clusters' results."""
-    membership: dict[tuple[str, str], str] = {}
-    summaries: list[tuple[str, str | None]] = []
-    results: dict[str, ClusterResult] = {}
-    for st in engine.scopes.values():
-        live = [int(s) for s in st.live_slots()]
-        df = document_frequency(st)
-        for s in live:
-            for item in st.members[s]:
-                membership[(st.name, item)] = st.cluster_id(s)
-            if st.status[s] == ACTIVE:
-                r = engine.cluster_result(st, s, df, len(live))
-                results[r.cluster_id] = r
-                summaries.append((r.cluster_id, _summary(r.model_dump())))
+    membership = {k: cid for k, (cid, _) in run.memberships().items()}
+    results = {r.cluster_id: r for r in run.engine.results()}
     cache = Cache(redis_url, prefix)
+    summaries: list[tuple[str, str | None]] = [(c, summary_json(r)) for c, r in results.items()]
     assert cache.apply([(sc, it, c) for (sc, it), c in membership.items()], [], summaries)
     return membership, results
 
@@ -220,18 +165,18 @@ def drop_cache(redis_url: str, prefix: str) -> None:
 @pytest.fixture
 def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[Populated]:
     name, dsn = fresh_database
-    engine, changes, runs = run_engine()
-    asyncio.run(fill_database(dsn, engine, changes, runs))
-    membership, results = fill_cache(engine, services.redis, name)
+    run = run_engine()
+    asyncio.run(fill_database(dsn, run))
+    membership, results = fill_cache(run, services.redis, name)
     yield Populated(
         dsn,
         name,
         services.redis,
-        engine,
+        run.engine,
         results,
-        changes,
+        run.changes,
         membership,
-        sorted(st.name for st in engine.scopes.values()),
+        sorted(run.engine.stats()),
     )
     drop_cache(services.redis, name)
 

@@ -3,6 +3,7 @@ offline engine run over the same events, and jobs that survive an API restart.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -16,8 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from processors import Engine, EngineConfig
+from processors import Batch, Engine, EngineConfig, ScopeKey
 from schemas.inputs import VectorEvent
+from stream import backfill, synthetic
+from stream.stage3 import open_directory
+from stream.stage3_fixture import FixtureOptions, write_directory
 from tests.api.conftest import ADMIN_TOKEN, READ_TOKEN, api_settings, auth
 from tests.conftest import ROOT, Services, blobs, wait_until
 from tests.stream.conftest import free_port
@@ -53,10 +57,21 @@ def offline(data: bytes) -> list[dict]:
         key=lambda e: e.event_time,
     )
     eng = Engine(EngineConfig())
-    for i in range(0, len(events), 1024):
-        eng.process_events(events[i : i + 1024])
+    key = ScopeKey("document", "m")  # every event of these tests
+    for i in range(0, len(events), 1000):
+        part = events[i : i + 1000]
+        eng.learn(
+            Batch(
+                np.asarray([e.vector for e in part], dtype=np.float32),
+                [e.item_id for e in part],
+                np.asarray([e.event_time for e in part]),
+                [e.document_id for e in part],
+                [e.metadata for e in part],
+                [key] * len(part),
+            )
+        )
     eng.flush()
-    return [json.loads(r.model_dump_json()) for r in eng.snapshot()]
+    return [json.loads(r.model_dump_json()) for r in eng.results()]
 
 
 def results(c: TestClient | httpx.Client, job_id: str) -> list[dict]:
@@ -69,6 +84,8 @@ def results(c: TestClient | httpx.Client, job_id: str) -> list[dict]:
 def wait_job(c: TestClient | httpx.Client, job_id: str, state: str, timeout: float = 120) -> dict:
     def done() -> dict | None:
         j = c.get(f"/api/v1/cluster/status/{job_id}", headers=auth()).json()
+        ended = j["status"] in ("succeeded", "failed", "cancelled")
+        assert j["status"] == state or not ended, f"job ended {j['status']}: {j['error']}"
         return j if j["status"] == state else None
 
     return dict(wait_until(done, timeout, f"job {job_id} {state}"))
@@ -144,6 +161,46 @@ def test_directory_job_and_traversal(jobs_client: TestClient) -> None:
     assert r.status_code == 422
     r = jobs_client.post("/api/v1/cluster/batch", json={"path": "stage3", "extra": 1})
     assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "body.extra"
+
+
+def test_stage3_directory_job_equals_the_offline_backfill(jobs_client: TestClient) -> None:
+    """A Stage 3 index directory (the four FAISS indices + metadata JSON) under the data
+    root: the job's clusters are those `clusterer backfill --offline` writes."""
+    root: Path = jobs_client.app.state.settings.data_root  # type: ignore[attr-defined]
+    d = root / "stage3" / "vector_indices"
+    items = list(synthetic.stories(60, 32, n_stories=5, alive=3, seed=4))
+    write_directory(
+        d,
+        np.vstack([it.vector for it in items]),
+        [it.title for it in items],
+        options=FixtureOptions(events=(1, 3), entities=(2, 3), storylines=(1, 2)),
+    )
+    total = len(open_directory(d, "m"))
+    r = jobs_client.post("/api/v1/cluster/batch", json={"path": "stage3/vector_indices"})
+    assert r.status_code == 422  # the metadata names no model and the job none
+    assert "model" in r.json()["error"]["message"]
+    spec = {"path": "stage3/vector_indices", "model": "m"}
+    r = jobs_client.post("/api/v1/cluster/batch", json=spec)
+    assert r.status_code == 202, r.text
+    assert r.json()["items_total"] == total
+    done = wait_job(jobs_client, r.json()["job_id"], "succeeded")
+    assert done["items_done"] == total and done["items_rejected"] == 0
+    buf = io.StringIO()
+    backfill.offline(open_directory(d, "m"), EngineConfig(), buf)
+    want = sorted((json.loads(line) for line in buf.getvalue().splitlines()), key=_key)
+    got = sorted(results(jobs_client, done["job_id"]), key=_key)
+    assert got == want and len(got) > 0
+    assert {g["cluster_type"] for g in got} >= {"document", "event"}
+    # a broken Stage 3 directory is refused at submission with the reader's one line
+    (d / "events_metadata.json").unlink()
+    r = jobs_client.post("/api/v1/cluster/batch", json=spec)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["fields"][0]["field"] == "body.path" and "events.index" in err["message"]
+
+
+def _key(c: dict) -> tuple[str, str]:
+    return (c["scope"], c["cluster_id"])
 
 
 def test_cancel(services: Services, fresh_database: tuple[str, str]) -> None:
