@@ -122,6 +122,21 @@ def test_upload_job_runs_the_engine_offline(jobs_client: TestClient) -> None:
     assert stats["scopes"] == [] and stats["batch_jobs"] == {"succeeded": 1}
 
 
+def test_vectors_the_engine_cannot_take_are_counted_not_fatal(jobs_client: TestClient) -> None:
+    good = jsonl(200, seed=3)
+    base = json.loads(good.splitlines()[0])
+    bad = [
+        {**base, "item_id": "zero", "vector": [0.0] * 16},  # no direction
+        {**base, "item_id": "short", "vector": [1.0, 0.0, 0.0]},  # not the scope's size
+    ]
+    data = good + b"".join(json.dumps(b).encode() + b"\n" for b in bad)
+    r = jobs_client.post("/api/v1/cluster/batch", content=data, headers=NDJSON)
+    assert r.status_code == 202, r.text
+    done = wait_job(jobs_client, r.json()["job_id"], "succeeded")
+    assert done["items_rejected"] == 2 and done["items_done"] == 202
+    assert results(jobs_client, done["job_id"]) == offline(good)
+
+
 def test_bad_uploads_are_refused_naming_the_line(jobs_client: TestClient) -> None:
     good = jsonl(3).splitlines()
     bad = b"\n".join(
