@@ -8,6 +8,8 @@ import asyncpg
 import numpy as np
 from fastapi.testclient import TestClient
 
+from state.db import BatchWrite, Store
+from state.results import cluster_row
 from tests.api.conftest import DOMAINS, Populated, drop_cache
 
 
@@ -98,6 +100,21 @@ def test_detail_is_the_full_cluster_result(client: TestClient, populated: Popula
         k: v for k, v in expect.items() if k not in lists
     }
     assert client.get("/api/v1/clusters/nope").status_code == 404
+
+    # a candidate has no ClusterResult yet (the row the worker writes for one)
+    async def candidate() -> None:
+        store = await Store.connect(populated.dsn)
+        try:
+            row = cluster_row("cand-1", want.scope, "document", "candidate", 2, 2.0, (1.0, 2.0))
+            w = BatchWrite("api-test", clusters=[row])
+            w.offsets.append(("api-test.by-scope", 1, 1, 1, None))
+            await store.commit(w)
+        finally:
+            await store.close()
+
+    asyncio.run(candidate())
+    r = client.get("/api/v1/clusters/cand-1")
+    assert r.status_code == 409 and "candidate" in r.json()["error"]["message"]
 
 
 def test_members_paginate_without_gaps(client: TestClient, populated: Populated) -> None:
