@@ -64,6 +64,7 @@ def cluster_summary(
         "temporal_span": span(row.get("first_event_time"), row.get("last_event_time")),
         "domain": sm.get("domain"),
         "event_type": sm.get("event_type"),
+        **_granularity(sm),
         "medoid_id": row.get("medoid_item_id") or sm.get("medoid_id"),
         "representative_ids": list(sm.get("representative_ids") or []),
         "updated_at": row["updated_at"],
@@ -88,12 +89,22 @@ def summary_from_cache(cluster_id: str, sm: Mapping[str, Any]) -> dict[str, Any]
             "temporal_span": span(_num(first), _num(last)),
             "domain": sm.get("domain"),
             "event_type": sm.get("event_type"),
+            **_granularity(sm),
             "medoid_id": sm.get("medoid_id"),
             "representative_ids": list(sm.get("representative_ids") or []),
             "updated_at": None,
         }
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _granularity(sm: Mapping[str, Any]) -> dict[str, Any]:
+    """The list-worthy granularity fields of the stored summary (seed 003 §3.1)."""
+    return {
+        "primary_entities": list(sm.get("primary_entities") or []),
+        "canonical_entity": sm.get("canonical_entity"),
+        "entity_type": sm.get("entity_type"),
+    }
 
 
 def _num(v: Any) -> float | None:

@@ -32,6 +32,9 @@ class ClusterSummary(BaseModel):
     )
     domain: str | None = None
     event_type: str | None = None
+    primary_entities: list[str] = Field(default_factory=list)
+    canonical_entity: str | None = Field(default=None, description="entity clusters")
+    entity_type: str | None = Field(default=None, description="entity clusters")
     medoid_id: str | None = None
     representative_ids: list[str] = Field(default_factory=list)
     updated_at: datetime | None = Field(

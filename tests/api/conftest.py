@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from stream.settings import Settings
 from tests.conftest import Services, blobs, wait_until
 from tests.stream.conftest import (
     env,  # noqa: F401  (the real-worker fixture, for test_end_to_end)
-    free_port,
 )
 
 READ_TOKEN = "read-" + "r" * 24
@@ -223,12 +223,13 @@ def client(populated: Populated, services: Services) -> Iterator[TestClient]:
 
 @contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
-    """The app on a real uvicorn in a thread (lifespan on); yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on")
-    )
-    t = threading.Thread(target=server.run, daemon=True)
+    """The app on a real uvicorn in a thread (lifespan on); yields its base URL. The socket
+    is bound here and handed over, so no other process can take the port in between."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()
     base = f"http://127.0.0.1:{port}"
 
@@ -244,3 +245,4 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         t.join(30)
+        sock.close()

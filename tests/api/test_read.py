@@ -41,6 +41,8 @@ def test_list_pages_through_every_active_cluster_in_order(
         assert i["cluster_size"] == r.cluster_size
         assert i["cluster_label"] == r.cluster_label
         assert i["representative_ids"] == r.representative_ids
+        assert i["primary_entities"] == r.primary_entities
+        assert i["canonical_entity"] == r.canonical_entity
         assert i["temporal_span"][0].endswith("Z")
     asc = _all_pages(client, limit=4, sort="last_event_time", order="asc")
     lasts = [i["temporal_span"][1] for i in asc]
