@@ -99,9 +99,21 @@ EventRow = tuple[str, str, str, str, list[str], float, int, str]
 the ChangeEvent JSON."""
 ItemRow = tuple[str, str, str, str, str | None, float | None, float | None]
 OutboxRow = tuple[str, str, bytes | None, bytes, str]
-OffsetRow = tuple[str, int, int, int, int | None]
-"""topic, partition, next offset, published offset, and the next offset the writer believes
-is stored now (None: no row yet). The commit only goes through if that belief holds."""
+
+
+@dataclass(frozen=True)
+class OffsetRow:
+    """One partition's offsets as a batch commit writes them (`consumed_offsets`)."""
+
+    topic: str
+    partition: int
+    next_offset: int
+    """the first record whose effects are not in this commit"""
+    published: int
+    """records below it have their outputs published; the stored value never goes back"""
+    expected: int | None
+    """the next offset the writer believes is stored now (None: no row yet); the fence: the
+    commit only goes through if that belief holds"""
 
 
 class Fenced(ClustererError):
@@ -250,17 +262,17 @@ class Store:
     async def _advance_offsets(conn: Any, group: str, offsets: list[OffsetRow]) -> None:
         """Compare-and-set per partition (in partition order, so two writers lock in the same
         order): the stored next offset must still be the one this writer started from."""
-        for topic, part, nxt, pub, expected in sorted(offsets, key=lambda o: (o[0], o[1])):
-            if expected is None:
+        for o in sorted(offsets, key=lambda o: (o.topic, o.partition)):
+            if o.expected is None:
                 ok = await conn.fetchval(
                     "INSERT INTO consumed_offsets (consumer_group, topic, partition,"
                     " next_offset, published_offset) VALUES ($1, $2, $3, $4, $5)"
                     " ON CONFLICT (consumer_group, topic, partition) DO NOTHING RETURNING 1",
                     group,
-                    topic,
-                    part,
-                    nxt,
-                    pub,
+                    o.topic,
+                    o.partition,
+                    o.next_offset,
+                    o.published,
                 )
             else:
                 ok = await conn.fetchval(
@@ -269,14 +281,14 @@ class Store:
                     " WHERE consumer_group = $1 AND topic = $2 AND partition = $3"
                     " AND next_offset = $6 RETURNING 1",
                     group,
-                    topic,
-                    part,
-                    nxt,
-                    pub,
-                    expected,
+                    o.topic,
+                    o.partition,
+                    o.next_offset,
+                    o.published,
+                    o.expected,
                 )
             if ok is None:
-                raise Fenced(topic, part, expected)
+                raise Fenced(o.topic, o.partition, o.expected)
 
     async def _upsert_clusters(self, conn: Any, rows: list[ClusterRow]) -> None:
         await conn.execute(

@@ -14,7 +14,7 @@ import pytest
 
 from processors import Batch, BatchResult, Engine, EngineConfig
 from schemas.outputs import ClusterResult
-from state.db import BatchWrite, Store
+from state.db import BatchWrite, OffsetRow, Store
 from state.results import cluster_row, event_row
 from stream.cli import main
 from tests.conftest import wait_until
@@ -64,7 +64,7 @@ def _engine_on_stage3_documents() -> tuple[Engine, BatchResult]:
 def _batch(eng: Engine, res: BatchResult) -> BatchWrite:
     """What the worker writes for this call, through the same row functions: a row per
     touched cluster (the summary of those that are active), a membership per move."""
-    write = BatchWrite("g", offsets=[("t", 0, 1, 1, None)])
+    write = BatchWrite("g", offsets=[OffsetRow("t", 0, 1, 1, None)])
     write.events = [event_row(ev) for ev in res.changes]
     touched = [cs.cluster_id for cs in res.clusters]
     published = {r.cluster_id: r for r in eng.clusters(touched) if r.status == "active"}
@@ -120,7 +120,7 @@ def test_export_gives_back_what_the_engine_made(
     _, dsn = fresh_database
     eng, res = _engine_on_stage3_documents()
     write = _batch(eng, res)
-    again = BatchWrite("g", events=write.events, offsets=[("t", 0, 2, 2, 1)])
+    again = BatchWrite("g", events=write.events, offsets=[OffsetRow("t", 0, 2, 2, 1)])
     _commit(dsn, write, again)  # the change events a second time: idempotent on event_id
     expected = {r.cluster_id: r for r in eng.results()}
     seen = set()
@@ -154,7 +154,7 @@ def test_a_cluster_that_ended_is_exported_with_its_last_state_and_no_members(
         "g",
         clusters=[cluster_row(entity.cluster_id, entity.scope, "entity", "retired", 0, 0.0)],
         removed=[(entity.scope, "entity", m) for m in entity.member_ids],
-        offsets=[("t", 0, 2, 2, 1)],
+        offsets=[OffsetRow("t", 0, 2, 2, 1)],
     )
     _commit(dsn, write, ended)
     got = {r.cluster_id: r for r in _export(monkeypatch, dsn, tmp_path, "entity", "2025-12-11")}
