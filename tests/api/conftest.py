@@ -24,7 +24,7 @@ from api.settings import ApiSettings
 from processors import Batch, BatchResult, ClusterState, Engine, EngineConfig, Move, ScopeKey
 from schemas.outputs import ChangeEvent, ClusterResult
 from state.cache import Cache
-from state.db import BatchWrite, ItemRow, Store
+from state.db import BatchWrite, ItemRow, OffsetRow, Store
 from state.results import cluster_row, event_row, summary_json
 from stream.settings import Settings
 from tests.conftest import Services, blobs, wait_until
@@ -103,7 +103,7 @@ def write_from_run(run: EngineRun) -> BatchWrite:
             )
         )
     n = sum(len(r.item_ids) for r in run.results)
-    w.offsets.append(("api-test.by-scope", 0, n, n, None))
+    w.offsets.append(OffsetRow("api-test.by-scope", 0, n, n, None))
     return w
 
 

@@ -42,7 +42,12 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 def _texts(drv: Any, css: str) -> list[str]:
-    return [e.text for e in drv.find_elements(By.CSS_SELECTOR, css)]
+    """Read in the page in one go: the page redraws its tables every poll, so elements found
+    one call earlier may be gone."""
+    out: list[str] = drv.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);", css
+    )
+    return out
 
 
 def test_the_web_view_shows_the_api_and_updates_live(
@@ -95,7 +100,7 @@ def test_the_web_view_shows_the_api_and_updates_live(
             "the new event on the page",
         )
         # the map and the size chart draw: pick the biggest cluster
-        browser.find_element(By.CSS_SELECTOR, "#biggest tbody tr").click()
+        browser.execute_script("document.querySelector('#biggest tbody tr').click()")
         wait_until(
             lambda: browser.find_element(By.ID, "picked").text == target, 30, "picked cluster"
         )

@@ -8,7 +8,7 @@ import asyncpg
 import numpy as np
 from fastapi.testclient import TestClient
 
-from state.db import BatchWrite, Store
+from state.db import BatchWrite, OffsetRow, Store
 from state.results import cluster_row
 from tests.api.conftest import DOMAINS, Populated, drop_cache
 
@@ -109,7 +109,7 @@ def test_detail_is_the_full_cluster_result(client: TestClient, populated: Popula
         try:
             row = cluster_row("cand-1", want.scope, "document", "candidate", 2, 2.0, (1.0, 2.0))
             w = BatchWrite("api-test", clusters=[row])
-            w.offsets.append(("api-test.by-scope", 1, 1, 1, None))
+            w.offsets.append(OffsetRow("api-test.by-scope", 1, 1, 1, None))
             await store.commit(w)
         finally:
             await store.close()
