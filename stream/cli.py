@@ -154,6 +154,27 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retention(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from state.db import DB_ERRORS
+    from stream.retention import print_report, run_with_stats
+
+    s = _settings(args)
+    try:
+        report, stats = asyncio.run(
+            run_with_stats(s.postgres_dsn, s.retention_policy(), dry_run=args.dry_run)
+        )
+    except DB_ERRORS as exc:
+        print(f"clusterer retention: database error: {exc!r}", file=sys.stderr)
+        return 1
+    if report.skipped:
+        print("clusterer retention: another retention run is in progress", file=sys.stderr)
+        return 1
+    print_report(report, stats)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clusterer", description=__doc__)
     p.add_argument("--log-level", default="WARNING")
@@ -213,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--seconds", type=float, default=30.0)
     wa.add_argument("--interval", type=float, default=2.0)
     wa.set_defaults(func=_watch)
+    rt = sub.add_parser("retention", help="remove what the retention policy names, once")
+    rt.add_argument("--dry-run", action="store_true", help="count per table; change nothing")
+    rt.set_defaults(func=_retention)
     return p
 
 

@@ -16,6 +16,7 @@ from processors.engine import warm_up
 from state.cache import Cache
 from state.db import Store, migrate
 from stream.http import Health, serve
+from stream.retention import RetentionThread
 from stream.router import Router
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -39,6 +40,7 @@ class Service:
         self.router: Router | None = None
         self.worker: Worker | None = None
         self.store: Store | None = None
+        self.retention: RetentionThread | None = None
 
     def start(self) -> None:
         if self.s.migrate_on_start:
@@ -57,6 +59,13 @@ class Service:
             self.worker = Worker(self.s, self.engine_cfg, self.store, cache, self.loop, self.health)
             self.worker.relay_outbox()
             self.health.ready_check = self.worker.ready
+            if self.s.retention_interval_seconds > 0:  # off the hot path: see its docstring
+                self.retention = RetentionThread(
+                    self.s.postgres_dsn,
+                    self.s.retention_policy(),
+                    self.s.retention_interval_seconds,
+                )
+                self.retention.start()
         else:
             self.health.ready_check = lambda: (True, {"role": self.role})
 
@@ -72,6 +81,8 @@ class Service:
     def close(self) -> None:
         """Leave the groups (a prompt rebalance for the others) and flush what is pending."""
         t0 = time.monotonic()
+        if self.retention is not None:
+            self.retention.close()
         if self.router is not None:
             self.router.close()
         if self.worker is not None:
