@@ -180,9 +180,7 @@ def test_removes_exactly_what_the_policy_names(fresh_database: tuple[str, str]) 
         "a-old-live-i1",
         "b-live-i0",
     }
-    assert ids(dsn, "SELECT cluster_id FROM cluster_events") == ids(
-        dsn, "SELECT id FROM clusters"
-    )
+    assert ids(dsn, "SELECT cluster_id FROM cluster_events") == ids(dsn, "SELECT id FROM clusters")
     assert ids(dsn, "SELECT event_id FROM outbox") == {"o-sent-new", "o-unsent-old"}
     assert {
         (r[0], r[1]) for r in sql(dsn, "SELECT cluster_type, sequence FROM reconsolidation_runs")
@@ -374,7 +372,9 @@ def test_kill_9_mid_run_loses_nothing_and_a_rerun_completes(
         " (SELECT 1 FROM clusters c WHERE c.id = e.cluster_id)",
     )
     assert orphans[0][0] == 0
-    assert sql(dsn, "SELECT count(*) FROM cluster_events WHERE cluster_type = 'x'")[0][0] == left - 1
+    assert (
+        sql(dsn, "SELECT count(*) FROM cluster_events WHERE cluster_type = 'x'")[0][0] == left - 1
+    )
     assert ids(dsn, "SELECT id FROM clusters WHERE status IN ('active', 'candidate')") == {
         "a-live",
         "a-old-live",
