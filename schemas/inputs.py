@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+
+from schemas.validation import check_event_time
 
 EmbeddingType = Literal["document", "event", "entity", "storyline"]
 EMBEDDING_TYPES: tuple[str, ...] = ("document", "event", "entity", "storyline")
+Vector = list[Annotated[float, Strict()]] | str
+"""A JSON array of numbers (booleans, strings and nulls are not numbers) or base64 of
+little-endian float32. The service decodes it with `schemas.validation.decode_vector`."""
 
 
 def to_epoch_seconds(value: Any) -> float:
@@ -16,7 +21,7 @@ def to_epoch_seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("event time must be ISO 8601 text or epoch seconds")
     if isinstance(value, int | float):
-        return float(value)
+        return check_event_time(float(value))
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, str):
@@ -28,7 +33,7 @@ def to_epoch_seconds(value: Any) -> float:
         raise ValueError("event time must be ISO 8601 text or epoch seconds")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return check_event_time(dt.timestamp())
 
 
 class VectorEvent(BaseModel):
@@ -42,7 +47,7 @@ class VectorEvent(BaseModel):
     embedding_model: str = Field(min_length=1, max_length=256)
     event_time: float
     metadata: dict[str, Any] = Field(default_factory=dict)
-    vector: list[float] | str
+    vector: Vector
 
     @field_validator("event_time", mode="before")
     @classmethod
@@ -54,7 +59,7 @@ class DocumentEmbedding(BaseModel):
     model_config = ConfigDict(extra="ignore")
     document_id: str
     vector_id: str
-    vector: list[float] | str
+    vector: Vector
     text_source: str = ""
     normalized_date: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -65,7 +70,7 @@ class EventEmbedding(BaseModel):
     event_id: str
     document_id: str
     vector_id: str
-    vector: list[float] | str
+    vector: Vector
     event_type: str = ""
     domain: str = ""
     storyline_id: str | None = None
@@ -78,7 +83,7 @@ class EntityEmbedding(BaseModel):
     entity_id: str
     document_id: str
     vector_id: str
-    vector: list[float] | str
+    vector: Vector
     entity_text: str = ""
     entity_type: str = ""
     context: str = ""
@@ -89,7 +94,7 @@ class StorylineEmbedding(BaseModel):
     model_config = ConfigDict(extra="ignore")
     storyline_id: str
     vector_id: str
-    vector: list[float] | str
+    vector: Vector
     event_ids: list[str] = Field(default_factory=list)
     primary_entities: list[str] = Field(default_factory=list)
     domain: str = ""
@@ -126,7 +131,7 @@ class EmbeddedDocument(BaseModel):
         )
         out: list[VectorEvent] = []
 
-        def add(kind: str, item_id: str, vector: list[float] | str, meta: dict[str, Any]) -> None:
+        def add(kind: str, item_id: str, vector: Vector, meta: dict[str, Any]) -> None:
             merged = {"title": title, **meta} if title else dict(meta)
             out.append(
                 VectorEvent(

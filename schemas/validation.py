@@ -20,12 +20,15 @@ FloatArray = npt.NDArray[np.float32]
 
 
 class InputError(ValueError):
-    """A bad input, with a stable machine-readable reason code for dead letters and metrics."""
+    """A bad input, with a stable machine-readable reason code for dead letters and metrics.
+    `error_class` names the exception that revealed it (dead letters carry it), so an
+    operator can tell a foreseen rejection from a parser or validator failure."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, error_class: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.error_class = error_class or type(self).__name__
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,29 @@ class ValidationLimits:
     max_dimension: int = 8192
     norm_tolerance: float = 1e-3
     max_id_length: int = 512
+    max_depth: int = 32
+    """JSON nesting of a whole message; the parser itself stops at 1,024 levels."""
+    max_metadata_values: int = 10_000
+    """keys, values and list entries of one metadata object, counted together."""
+    max_string_length: int = 65_536
+    """characters of any one string inside metadata."""
+    max_vectors_per_document: int = 1_000
+    """embeddings of one EmbeddedDocument (Stage 3 sends ~30-50)."""
 
 
 DEFAULT_LIMITS = ValidationLimits()
 
 
+_NUMBER_TYPES = frozenset((float, int))
+# event times must survive conversion to ISO 8601 (datetime covers years 1 to 9999)
+MIN_EVENT_TIME = -62_135_596_800.0
+MAX_EVENT_TIME = 253_402_300_799.0
+
+
 def decode_vector(raw: Any, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatArray:
-    """Turn a JSON float array or a base64 little-endian float32 string into a unit vector."""
+    """Turn a JSON number array or a base64 little-endian float32 string into a unit vector.
+    Strict: JSON booleans, strings and nulls are not numbers. No Python loop per element:
+    the type check and the conversion run in C (`map`, numpy)."""
     if isinstance(raw, str):
         try:
             buf = base64.b64decode(raw, validate=True)
@@ -54,9 +73,19 @@ def decode_vector(raw: Any, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatA
             )
         vec = np.frombuffer(buf, dtype="<f4").astype(np.float32)
     elif isinstance(raw, list | tuple):
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
-            raise InputError("bad_vector_encoding", "vector array holds non-numbers")
-        vec = np.asarray(raw, dtype=np.float64).astype(np.float32)
+        if len(raw) > limits.max_dimension:
+            raise InputError(
+                "dimension_too_large", f"vector has {len(raw)} values, limit {limits.max_dimension}"
+            )
+        kinds = set(map(type, raw))  # bool is its own type, not int, here
+        if not kinds <= _NUMBER_TYPES:
+            names = ", ".join(sorted(k.__name__ for k in kinds - _NUMBER_TYPES))
+            raise InputError("schema_violation", f"vector holds non-numbers ({names})")
+        try:
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf: non_finite below
+                vec = np.asarray(raw, dtype=np.float64).astype(np.float32)
+        except OverflowError as exc:  # an integer beyond float range
+            raise InputError("non_finite", "vector holds a number beyond float range") from exc
     elif isinstance(raw, np.ndarray):
         vec = np.asarray(raw, dtype=np.float32).reshape(-1)
     else:
@@ -76,13 +105,49 @@ def check_vector(vec: FloatArray, limits: ValidationLimits = DEFAULT_LIMITS) -> 
             "dimension_too_large", f"vector has {vec.size} values, limit {limits.max_dimension}"
         )
     if not np.isfinite(vec).all():
-        raise InputError("non_finite", "vector holds NaN or infinite values")
+        raise InputError("non_finite", "vector holds NaN or infinite values (after float32)")
     norm = float(np.linalg.norm(vec.astype(np.float64)))
     if norm == 0.0:
         raise InputError("zero_vector", "vector has zero length and no direction")
     if abs(norm - 1.0) > limits.norm_tolerance:
         vec = (vec / norm).astype(np.float32)
     return vec
+
+
+def check_event_time(t: float) -> float:
+    """Finite and within years 1 to 9999, so every output can print it as ISO 8601."""
+    if not MIN_EVENT_TIME <= t <= MAX_EVENT_TIME:  # also false for NaN
+        raise ValueError(f"event time {t!r} is outside years 1 to 9999")
+    return t
+
+
+def check_metadata(meta: Any, limits: ValidationLimits = DEFAULT_LIMITS, depth: int = 1) -> None:
+    """Bound what one metadata object may cost downstream (facets, labels, storage): nesting,
+    number of values and string length. Iterative, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(meta, depth)]
+    seen = 0
+    while stack:
+        node, level = stack.pop()
+        if level > limits.max_depth:
+            raise InputError("too_deep", f"metadata nests deeper than {limits.max_depth} levels")
+        if isinstance(node, dict):
+            seen += len(node)
+            for k, v in node.items():
+                if len(k) > limits.max_string_length:
+                    raise InputError("too_large", "a metadata key is too long")
+                stack.append((v, level + 1))
+        elif isinstance(node, list):
+            seen += len(node)
+            stack.extend((v, level + 1) for v in node)
+        elif isinstance(node, str) and len(node) > limits.max_string_length:
+            raise InputError(
+                "too_large",
+                f"a metadata string has {len(node)} characters, limit {limits.max_string_length}",
+            )
+        if seen > limits.max_metadata_values:
+            raise InputError(
+                "too_large", f"metadata holds more than {limits.max_metadata_values} values"
+            )
 
 
 def check_dimension(vec: FloatArray, expected: int, scope: str) -> None:

@@ -72,6 +72,8 @@ class PartitionState:
     checkpoint_offset: int | None = None
     next_offset: int | None = None
     published_offset: int | None = None
+    poisoned: set[int] = field(default_factory=set)
+    """offsets dead-lettered as poison at or after the checkpoint: a replay skips them"""
 
 
 ClusterRow = tuple[
@@ -111,6 +113,8 @@ class BatchWrite:
     offsets: list[OffsetRow] = field(default_factory=list)
     checkpoints: list[tuple[str, int, int, bytes]] = field(default_factory=list)
     sent_event_ids: list[str] = field(default_factory=list)
+    poisoned: list[tuple[str, int, int]] = field(default_factory=list)
+    """(topic, partition, offset) of records dead-lettered as poison in this batch"""
 
 
 class Store:
@@ -151,7 +155,15 @@ class Store:
                 topic,
                 partition,
             )
-        st = PartitionState()
+            poisoned = await conn.fetch(
+                "SELECT record_offset FROM poisoned_records WHERE consumer_group=$1 AND"
+                " topic=$2 AND partition=$3 AND record_offset >= $4",
+                group,
+                topic,
+                partition,
+                int(ck["next_offset"]) if ck is not None else 0,
+            )
+        st = PartitionState(poisoned={int(r["record_offset"]) for r in poisoned})
         if ck is not None:
             st.checkpoint, st.checkpoint_offset = bytes(ck["state"]), int(ck["next_offset"])
         if off is not None:
@@ -190,6 +202,12 @@ class Store:
                     "INSERT INTO outbox (event_id, topic, key, payload, headers)"
                     " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (event_id) DO NOTHING",
                     b.outbox,
+                )
+            if b.poisoned:
+                await conn.executemany(
+                    "INSERT INTO poisoned_records (consumer_group, topic, partition,"
+                    " record_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    [(b.group, t, p, o) for t, p, o in b.poisoned],
                 )
             for run in b.runs:
                 await self._insert_run(conn, run)
@@ -320,6 +338,37 @@ class Store:
                 for g in run.groups
             ],
         )
+
+    # ------------------------------------------------------------------ crash-loop guard
+    async def record_attempts(
+        self, group: str, spans: Sequence[tuple[str, int, int, int]]
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """One attempt per (topic, partition, first offset, last offset): returns the
+        attempts at that first offset and the highest offset ever attempted, per partition.
+        Not fsynced (a lost count costs one more attempt, not correctness)."""
+        topics, parts, firsts, lasts = (list(c) for c in zip(*spans, strict=True))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO off")
+            rows = await conn.fetch(
+                "INSERT INTO input_attempts AS a (consumer_group, topic, partition,"
+                " first_offset, attempts, suspect_until)"
+                " SELECT $1, t, p, f, 1, l FROM unnest($2::text[], $3::int[], $4::bigint[],"
+                " $5::bigint[]) AS r(t, p, f, l)"
+                " ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET"
+                " attempts = CASE WHEN a.first_offset = EXCLUDED.first_offset"
+                " THEN a.attempts + 1 ELSE 1 END, first_offset = EXCLUDED.first_offset,"
+                " suspect_until = GREATEST(a.suspect_until, EXCLUDED.suspect_until),"
+                " updated_at = now() RETURNING topic, partition, attempts, suspect_until",
+                group,
+                topics,
+                parts,
+                firsts,
+                lasts,
+            )
+        return {
+            (r["topic"], r["partition"]): (int(r["attempts"]), int(r["suspect_until"]))
+            for r in rows
+        }
 
     # ------------------------------------------------------------------ outbox relay
     async def unsent(self, limit: int = 10_000) -> list[asyncpg.Record]:

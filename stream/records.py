@@ -8,25 +8,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+import orjson
 
-from schemas.inputs import VectorEvent
+from schemas.messages import DecodedEvent
 
-
-@dataclass(frozen=True)
-class Routed:
-    """One event decoded from the by-scope topic, vector ready for the engine."""
-
-    item_id: str
-    document_id: str | None
-    embedding_type: str
-    embedding_model: str
-    event_time: float
-    metadata: dict[str, Any]
-    vector: npt.NDArray[np.float32]
+Routed = DecodedEvent
+"""One event of the by-scope topic, vector ready for the engine: the router's output."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +26,10 @@ class Delete:
 _MAGIC = b"S4v1"
 
 
-def encode_event(ev: VectorEvent, vector: npt.NDArray[np.float32]) -> bytes:
+def encode_event(ev: Routed) -> bytes:
     """Binary: magic, 4-byte header length, JSON header (ids, type, model, time, metadata),
     then the raw little-endian float32 vector: no base64 and no float text on the hot path."""
-    header = json.dumps(
+    header = orjson.dumps(
         {
             "item_id": ev.item_id,
             "document_id": ev.document_id,
@@ -48,11 +37,10 @@ def encode_event(ev: VectorEvent, vector: npt.NDArray[np.float32]) -> bytes:
             "embedding_model": ev.embedding_model,
             "event_time": ev.event_time,
             "metadata": ev.metadata,
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
     return b"".join(
-        (_MAGIC, len(header).to_bytes(4, "little"), header, vector.astype("<f4").tobytes())
+        (_MAGIC, len(header).to_bytes(4, "little"), header, ev.vector.astype("<f4").tobytes())
     )
 
 
@@ -64,12 +52,12 @@ def decode(value: bytes) -> Routed | Delete:
     """Records were written by the router after validation, so a failure here is a bug or a
     foreign writer; callers dead-letter it like any bad input (ValueError, KeyError)."""
     if value[:4] != _MAGIC:
-        obj = json.loads(value)
+        obj = orjson.loads(value)
         if not isinstance(obj, dict) or obj.get("op") != "delete":
             raise ValueError("not a by-scope record")
         return Delete(str(obj["item_id"]))
     n = int.from_bytes(value[4:8], "little")
-    head = json.loads(value[8 : 8 + n])
+    head = orjson.loads(value[8 : 8 + n])
     body = memoryview(value)[8 + n :]
     if len(body) % 4 or not len(body):
         raise ValueError("vector bytes are not whole float32 values")

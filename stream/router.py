@@ -10,43 +10,28 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processors.config import EngineConfig
 from processors.engine import Engine
 from schemas.messages import decode_message
-from schemas.validation import InputError, decode_vector
+from schemas.validation import InputError
 from stream import metrics, records
+from stream.crash_loop import CrashLoopGuard
+from stream.dead_letters import dead_letter, origin_headers
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def source_headers(msg: Message) -> list[tuple[str, str | bytes | None]]:
-    """Where a message came from; routed records carry their input's origin along."""
-    return [
-        ("source_topic", str(msg.topic())),
-        ("source_partition", str(msg.partition())),
-        ("source_offset", str(msg.offset())),
-    ]
-
-
-def dlq_headers(msg: Message, err: InputError) -> list[tuple[str, str | bytes | None]]:
-    """Reason, detail and origin of a dead letter. For a routed record, the origin is the
-    input message it was routed from (its headers), not the by-scope record."""
-    raw = cast(list[tuple[str, bytes | None]], msg.headers() or [])
-    carried: list[tuple[str, str | bytes | None]] = [
-        (k, v.decode() if isinstance(v, bytes) else v) for k, v in raw if k.startswith("source_")
-    ]
-    origin = carried if len(carried) == 3 else source_headers(msg)
-    return [("reason", err.reason), ("detail", err.detail[:1000]), *origin]
-
-
 class Router:
-    def __init__(self, s: Settings, engine_cfg: EngineConfig) -> None:
+    def __init__(
+        self, s: Settings, engine_cfg: EngineConfig, guard: CrashLoopGuard | None = None
+    ) -> None:
         self.s = s
+        self.guard = guard
         # only for scope keys: the router never clusters
         self.scoper = Engine(engine_cfg)
         common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
@@ -68,8 +53,13 @@ class Router:
             }
         )
         self.producer.init_transactions(30)
-        self.consumer.subscribe(list(s.input_topics))
+        self.consumer.subscribe(list(s.input_topics), on_revoke=self._on_revoke)
         self._partitions: int | None = None
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.guard is not None:
+            for tp in partitions:
+                self.guard.forget(tp.topic, tp.partition)
 
     def by_scope_partitions(self) -> int:
         if self._partitions is None:
@@ -83,21 +73,29 @@ class Router:
         msgs = [m for m in msgs if not self._is_error(m)]
         if not msgs:
             return 0
+        poison: list[Message] = []
+        if self.guard is not None:
+            admitted = self.guard.admit(msgs)
+            for tp in admitted.rewind:
+                self.consumer.seek(tp)
+            msgs, poison = admitted.keep, admitted.poison
         self.producer.begin_transaction()
         try:
+            for m in poison:
+                self._dead(m, InputError("poison", "processing failed repeatedly at this offset"))
             for m in msgs:
                 self._route(m)
             self.producer.send_offsets_to_transaction(
-                self._next_offsets(msgs), self.consumer.consumer_group_metadata(), 30
+                self._next_offsets(msgs + poison), self.consumer.consumer_group_metadata(), 30
             )
             self.producer.commit_transaction(30)
         except KafkaException as exc:
             log.warning("router transaction failed, retrying the batch: %s", exc)
             self.producer.abort_transaction(30)
-            self._rewind(msgs)
+            self._rewind(msgs + poison)
             return 0
-        metrics.consumed.labels("router").inc(len(msgs))
-        return len(msgs)
+        metrics.consumed.labels("router").inc(len(msgs) + len(poison))
+        return len(msgs) + len(poison)
 
     def _is_error(self, m: Message) -> bool:
         err = m.error()
@@ -116,34 +114,47 @@ class Router:
                 return
             item = key.decode("utf-8", "replace")
             for p in range(self.by_scope_partitions()):
-                self.producer.produce(
+                self._produce(
                     self.s.by_scope_topic, records.encode_delete(item), key=key, partition=p
                 )
             return
         try:
             events = decode_message(value)
-            routed = [(ev, decode_vector(ev.vector)) for ev in events]
+            out = [
+                (
+                    records.encode_event(ev),
+                    self.scoper.scope_key(
+                        ev.embedding_type, ev.embedding_model, ev.metadata
+                    ).name.encode(),
+                )
+                for ev in events
+            ]
         except InputError as err:
             self._dead(m, err)
             return
-        origin = source_headers(m)
-        for ev, vec in routed:
-            scope = self.scoper.scope_key(ev.embedding_type, ev.embedding_model, ev.metadata)
-            self.producer.produce(
-                self.s.by_scope_topic,
-                records.encode_event(ev, vec),
-                key=scope.name.encode(),
-                headers=origin,
-            )
-        metrics.produced.labels(self.s.by_scope_topic).inc(len(routed))
+        except Exception as exc:
+            self._dead(m, InputError("undecodable", str(exc)[:500], type(exc).__name__))
+            return
+        origin = origin_headers(m)
+        try:
+            for body, key in out:
+                self._produce(self.s.by_scope_topic, body, key=key, headers=origin)
+        except KafkaException as exc:  # e.g. a routed record over the broker's size limit
+            self._dead(m, InputError("unroutable", str(exc)[:500], type(exc).__name__))
+            return
+        metrics.produced.labels(self.s.by_scope_topic).inc(len(out))
+
+    def _produce(self, topic: str, value: bytes, **kw: Any) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, **kw)
+                return
+            except BufferError:  # the local queue is full: let it drain
+                self.producer.poll(0.1)
 
     def _dead(self, m: Message, err: InputError) -> None:
-        value = m.value() or b""
-        headers = dlq_headers(m, err)
-        if len(value) > 1_040_000:  # cannot travel whole: keep the reason and the origin
-            headers.append(("truncated_from", str(len(value))))
-            value = value[:1_000_000]
-        self.producer.produce(self.s.dlq_topic, value, key=m.key(), headers=headers)
+        key, value, headers = dead_letter(m, err, "router")
+        self._produce(self.s.dlq_topic, value, key=key, headers=headers)
         metrics.dead_lettered.labels(err.reason).inc()
         log.info("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), err)
 
@@ -151,14 +162,20 @@ class Router:
     def _next_offsets(msgs: list[Message]) -> list[TopicPartition]:
         nxt: dict[tuple[str, int], int] = {}
         for m in msgs:
-            nxt[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
+            tp = (str(m.topic()), int(m.partition() or 0))
+            nxt[tp] = max(nxt.get(tp, 0), int(m.offset() or 0) + 1)
         return [TopicPartition(t, p, o) for (t, p), o in nxt.items()]
 
     def _rewind(self, msgs: list[Message]) -> None:
+        """Read the batch again after a failed transaction: a handled failure, not one the
+        record caused, so the re-read is not counted as an attempt."""
         first: dict[tuple[str, int], int] = {}
         for m in msgs:
-            first.setdefault((str(m.topic()), int(m.partition() or 0)), int(m.offset() or 0))
+            tp = (str(m.topic()), int(m.partition() or 0))
+            first[tp] = min(first.get(tp, int(m.offset() or 0)), int(m.offset() or 0))
         for (t, p), o in first.items():
+            if self.guard is not None:
+                self.guard.excuse(t, p)
             self.consumer.seek(TopicPartition(t, p, o))
 
     def close(self) -> None:

@@ -8,13 +8,15 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import Literal
+from typing import Any, Literal
 
 from processors.config import EngineConfig
 from processors.engine import warm_up
 from state.cache import Cache
-from state.db import Store, migrate
+from state.db import DB_ERRORS, Store, migrate
+from stream.crash_loop import CrashLoopGuard, recorder
 from stream.http import Health, serve
 from stream.retention import RetentionThread
 from stream.router import Router
@@ -50,11 +52,9 @@ class Service:
         ensure_topics(self.s)
         if self.serve_http:
             serve(self.health, self.s.http_port)
-        if self.role in ("all", "router"):
-            self.router = Router(self.s, self.engine_cfg)
+        self.store = self.loop.run_until_complete(Store.connect(self.s.postgres_dsn))
         if self.role in ("all", "cluster"):
             warm_up()
-            self.store = self.loop.run_until_complete(Store.connect(self.s.postgres_dsn))
             cache = Cache(self.s.redis_url, self.s.prefix)
             self.worker = Worker(self.s, self.engine_cfg, self.store, cache, self.loop, self.health)
             self.worker.relay_outbox()
@@ -68,6 +68,23 @@ class Service:
                 self.retention.start()
         else:
             self.health.ready_check = lambda: (True, {"role": self.role})
+        if self.role in ("all", "router"):
+            # the router's attempts go through the worker's retrying call when there is one
+            run = self.worker._retry_db if self.worker is not None else self._run_db
+            guard = CrashLoopGuard(recorder(self.store, self.s.router_group, run))
+            self.router = Router(self.s, self.engine_cfg, guard)
+
+    def _run_db(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """A database call of a router-only process: retried while PostgreSQL is down."""
+        delay = 0.2
+        while True:
+            try:
+                return self.loop.run_until_complete(asyncio.wait_for(make(), 60))
+            except DB_ERRORS as exc:
+                log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
+                self.health.beat()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def run(self) -> None:
         """Until stop is set: one router batch, one clustering batch, repeat."""

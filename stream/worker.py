@@ -38,8 +38,9 @@ from schemas.validation import InputError
 from state.cache import Cache
 from state.db import DB_ERRORS, BatchWrite, ClusterRow, Fenced, ItemRow, PartitionState, Store
 from stream import metrics, records
+from stream.crash_loop import CrashLoopGuard, recorder
+from stream.dead_letters import dead_letter
 from stream.http import Health
-from stream.router import dlq_headers
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class PartitionRun:
     published: int  # records below: their outputs are already published
     stored: int | None  # next offset in Postgres as this worker last saw it (None: no row)
     since_checkpoint: int = 0
+    poisoned: set[int] = field(default_factory=set)  # offsets a replay must skip
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Worker:
         self.health = health or Health()
         self.topic = s.by_scope_topic
         self.runs: dict[int, PartitionRun] = {}
+        self.guard = CrashLoopGuard(recorder(store, s.group_id, self._retry_db))
         self.sent_ids: list[str] = []  # published outbox rows, marked sent in the next commit
         self.postgres_ok = True
         self.newest_event_time = -np.inf
@@ -132,7 +135,9 @@ class Worker:
         start = st.checkpoint_offset if st.checkpoint_offset is not None else 0
         stored = st.next_offset if st.next_offset is not None else start
         published = st.published_offset if st.published_offset is not None else start
-        self.runs[partition] = PartitionRun(engine, stored, published, st.next_offset)
+        self.runs[partition] = PartitionRun(
+            engine, stored, published, st.next_offset, poisoned=st.poisoned
+        )
         log.info(
             "partition %d: checkpoint at %d, stored offset %d, published %d",
             partition,
@@ -154,11 +159,13 @@ class Worker:
             if p in self.runs:
                 start = self._take_over(p)
                 self.consumer.seek(TopicPartition(self.topic, p, start))
+                self.guard.excuse(self.topic, p)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances.labels("revoked").inc()
         for tp in partitions:
             self.runs.pop(tp.partition, None)
+            self.guard.forget(tp.topic, tp.partition)
         consumer.unassign()
 
     # ------------------------------------------------------------------ the loop body
@@ -175,7 +182,17 @@ class Worker:
             good.setdefault(int(m.partition() or 0), []).append(m)
         if self.cache.needs_rebuild and self.cache.available():
             self._rebuild_cache()
-        if not good:
+        poison: dict[int, list[Message]] = {}
+        if good:
+            admitted = self.guard.admit([m for ms in good.values() for m in ms])
+            for tp in admitted.rewind:
+                self.consumer.seek(tp)
+            good = {}
+            for m in admitted.keep:
+                good.setdefault(int(m.partition() or 0), []).append(m)
+            for m in admitted.poison:
+                poison.setdefault(int(m.partition() or 0), []).append(m)
+        if not good and not poison:
             self._settle()
             self._gauges()
             return 0
@@ -183,18 +200,18 @@ class Worker:
         write = BatchWrite(self.s.group_id, sent_event_ids=self.sent_ids)
         pending = Pending()
         n = 0
-        for p, ms in good.items():
+        for p in sorted(set(good) | set(poison)):
             run = self.runs.get(p)
             if run is None:  # revoked inside this consume call
                 continue
-            self._process_partition(p, run, ms, write, pending)
-            n += len(ms)
+            self._process_partition(p, run, good.get(p, []), write, pending, poison.get(p, []))
+            n += len(good.get(p, [])) + len(poison.get(p, []))
         t1 = time.perf_counter()
         metrics.batch_seconds.labels("engine").observe(t1 - t0)
         try:
             self._retry_db(lambda: self.store.commit(write))
         except Fenced as exc:
-            self._fenced(exc, sorted(good))
+            self._fenced(exc, sorted(set(good) | set(poison)))
             return 0
         self._stored(write)
         t2 = time.perf_counter()
@@ -225,16 +242,31 @@ class Worker:
         return n
 
     def _process_partition(
-        self, p: int, run: PartitionRun, ms: list[Message], write: BatchWrite, pending: Pending
+        self,
+        p: int,
+        run: PartitionRun,
+        ms: list[Message],
+        write: BatchWrite,
+        pending: Pending,
+        poison: list[Message],
     ) -> None:
+        ms = [m for m in ms if int(m.offset() or 0) not in run.poisoned]
         old = [m for m in ms if int(m.offset() or 0) < run.replay_until]
         new = [m for m in ms if int(m.offset() or 0) >= run.replay_until]
+        for m in poison:  # crashed the worker twice: dead-lettered, skipped by every replay
+            off = int(m.offset() or 0)
+            if off < run.replay_until:
+                continue
+            self._dead(m, InputError("poison", "processing failed repeatedly at this offset"),
+                       write, pending, _input_json(m))  # fmt: skip
+            write.poisoned.append((self.topic, p, off))
+            run.poisoned.add(off)
         if old:  # effects already in Postgres; outputs maybe not published yet
             res = self._run_engine(run, old, None, pending)
             self._outputs(run, res, None, pending)
             for st in run.engine.scopes.values():
                 st.drain_moves()
-        if new:
+        if new or any(int(m.offset() or 0) >= run.replay_until for m in poison):
             t0 = time.perf_counter()
             res = self._run_engine(run, new, write, pending)
             if any(r.reconsolidations for r, _ in res):
@@ -243,14 +275,14 @@ class Worker:
                 metrics.reconsolidation_seconds.observe(time.perf_counter() - t0)
             self._outputs(run, res, write, pending)
             self._rows(run, res, write, pending)
-            nxt = int(new[-1].offset() or 0) + 1
+            nxt = max(int(m.offset() or 0) for m in new + poison) + 1
             run.replay_until = nxt
             run.since_checkpoint += len(new)
             write.offsets.append((self.topic, p, nxt, run.published, run.stored))
             if run.since_checkpoint >= self.s.checkpoint_items:
                 write.checkpoints.append((self.topic, p, nxt, pickle.dumps(run.engine, 5)))
                 run.since_checkpoint = 0
-        pending.next_offsets[p] = int(ms[-1].offset() or 0) + 1
+        pending.next_offsets[p] = max(int(m.offset() or 0) for m in ms + poison) + 1
 
     def _run_engine(
         self, run: PartitionRun, ms: list[Message], write: BatchWrite | None, pending: Pending
@@ -279,8 +311,9 @@ class Worker:
         for m in ms:
             try:
                 rec = records.decode(m.value() or b"")
-            except (ValueError, KeyError, TypeError) as exc:
-                err = InputError("schema_violation", f"bad by-scope record: {exc}")
+            except Exception as exc:
+                err = InputError("bad_record", f"bad by-scope record: {exc}"[:500],
+                                 type(exc).__name__)  # fmt: skip
                 self._dead(m, err, write, pending)
                 continue
             if isinstance(rec, records.Delete):
@@ -317,11 +350,10 @@ class Worker:
             return
         metrics.dead_lettered.labels(err.reason).inc()
         eid = str(uuid.uuid5(_DLQ_NS, f"{m.topic()}|{m.partition()}|{m.offset()}"))
-        headers = dlq_headers(m, err)
-        value = value if value is not None else (m.value() or b"")
-        write.outbox.append((eid, self.s.dlq_topic, m.key(), value, json.dumps(headers)))
+        key, body, headers = dead_letter(m, err, "worker", value)
+        write.outbox.append((eid, self.s.dlq_topic, key, body, json.dumps(headers)))
         pending.outbox_ids.append(eid)
-        pending.out.append((self.s.dlq_topic, m.key(), value, headers))
+        pending.out.append((self.s.dlq_topic, key, body, headers))
 
     # ------------------------------------------------------------------ outputs
     def _outputs(
@@ -632,6 +664,16 @@ class Worker:
     def close(self) -> None:
         self.consumer.close()
         self.producer.flush(10)
+
+
+def _input_json(m: Message) -> bytes | None:
+    """The input JSON a routed record stands for (what its dead letter carries), or None to
+    carry the raw record when even that cannot be rebuilt."""
+    try:
+        rec = records.decode(m.value() or b"")
+        return records.as_input_json(rec) if isinstance(rec, records.Routed) else None
+    except Exception:
+        return None
 
 
 def _summary(result: dict[str, Any]) -> str:

@@ -11,16 +11,8 @@ from stream import records
 
 def test_event_round_trip_keeps_every_field_and_the_exact_vector() -> None:
     v = np.random.default_rng(0).standard_normal(384).astype(np.float32)
-    ev = VectorEvent(
-        item_id="i1",
-        document_id="d1",
-        embedding_type="event",
-        embedding_model="m",
-        event_time=1.7e9,
-        metadata={"title": "é ∑", "domain": "x"},
-        vector=v.tolist(),
-    )
-    rec = records.decode(records.encode_event(ev, v))
+    ev = records.Routed("i1", "d1", "event", "m", 1.7e9, {"title": "é ∑", "domain": "x"}, v)
+    rec = records.decode(records.encode_event(ev))
     assert isinstance(rec, records.Routed)
     assert (rec.item_id, rec.document_id, rec.embedding_type) == ("i1", "d1", "event")
     assert rec.metadata == {"title": "é ∑", "domain": "x"} and rec.event_time == 1.7e9
@@ -36,5 +28,5 @@ def test_delete_round_trip() -> None:
 
 @pytest.mark.parametrize("value", [b"", b"{}", b"[1]", b"S4v1\x05\x00\x00\x00{}", b"nonsense"])
 def test_foreign_bytes_are_rejected(value: bytes) -> None:
-    with pytest.raises((ValueError, KeyError, TypeError)):
+    with pytest.raises(Exception):  # noqa: B017 - the worker dead-letters whatever it raises
         records.decode(value)

@@ -1,0 +1,139 @@
+"""Defence in depth against a record that kills the process that reads it.
+
+Every failure that one message can cause while it is decoded is already caught and
+dead-lettered. This guard is for the failures nobody foresaw (a bug in the engine that one
+record triggers, a crash in a C extension): without it the process dies, restarts at the
+same committed offset, reads the same record and dies again, for ever.
+
+The protocol, per input partition, with the attempts kept where a restart sees them
+(PostgreSQL, `input_attempts`, one row per partition):
+
+1. Before a batch is processed, record an attempt at the batch's first offset of each of its
+   partitions (one statement for the whole batch). The row also keeps the highest offset
+   ever attempted (`suspect_until`).
+2. A count of 2 at the first offset means the previous attempt starting there never
+   finished: the partition is *isolated* up to `suspect_until`, i.e. processed one record
+   per batch, each committed on its own, each attempt recorded. Good records pass; the bad
+   one is the first record of a batch when the process dies again.
+3. A count of 3 (`POISON_AT`) at a record's offset: it failed twice. It is dead-lettered
+   with reason `poison` and skipped; the rest of the suspect range stays isolated.
+
+Normal operation costs one small write per batch (no fsync: a lost count only means one
+more attempt). A deliberate `kill -9` at the same offset twice counts the same as a crash;
+a third one there dead-letters a good record, which stays in the DLQ to be replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Message, TopicPartition
+
+from state.db import Store
+
+POISON_AT = 3
+TP = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Span:
+    """The offsets of one partition that a batch is about to process."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+Recorder = Callable[[list[Span]], dict[TP, tuple[int, int]]]
+"""Records one attempt per span; returns (attempts at span.first, suspect_until) per
+(topic, partition)."""
+
+
+def recorder(
+    store: Store, group: str, run: Callable[[Callable[[], Awaitable[Any]]], Any]
+) -> Recorder:
+    """Attempts of `group` in PostgreSQL, each call made through `run` (the caller's
+    retrying database call: a database outage delays the batch, it is not a failed attempt)."""
+
+    def record(spans: list[Span]) -> dict[TP, tuple[int, int]]:
+        rows = [(s.topic, s.partition, s.first, s.last) for s in spans]
+        out: dict[TP, tuple[int, int]] = run(lambda: store.record_attempts(group, rows))
+        return out
+
+    return record
+
+
+@dataclass
+class Admitted:
+    """What a batch may process, what it must dead-letter as poison, where to rewind."""
+
+    keep: list[Message] = field(default_factory=list)
+    poison: list[Message] = field(default_factory=list)
+    rewind: list[TopicPartition] = field(default_factory=list)
+
+
+class CrashLoopGuard:
+    def __init__(self, record: Recorder) -> None:
+        self._record = record
+        self._until: dict[TP, int] = {}  # isolated partitions: up to this offset
+        self._excused: set[TP] = set()
+
+    def isolated(self) -> set[TP]:
+        return set(self._until)
+
+    def forget(self, topic: str, partition: int) -> None:
+        """A revoked partition: its next owner reads the attempts from the database."""
+        self._until.pop((topic, partition), None)
+        self._excused.discard((topic, partition))
+
+    def excuse(self, topic: str, partition: int) -> None:
+        """The partition's next batch re-reads records after a failure the process handled
+        (a failed transaction, a fenced commit): not an attempt of those records."""
+        self._excused.add((topic, partition))
+
+    def admit(self, msgs: list[Message]) -> Admitted:
+        by_tp: dict[TP, list[Message]] = {}
+        for m in msgs:
+            by_tp.setdefault((str(m.topic()), int(m.partition() or 0)), []).append(m)
+        if not by_tp:
+            return Admitted()
+        take: dict[TP, list[Message]] = {}
+        for tp, ms in by_tp.items():
+            take[tp] = ms[:1] if self._isolating(tp, ms[0]) else ms
+        spans = [
+            Span(t, p, _off(ms[0]), _off(ms[-1]))
+            for (t, p), ms in take.items()
+            if (t, p) not in self._excused
+        ]
+        self._excused -= set(by_tp)
+        counts = self._record(spans) if spans else {}
+        out = Admitted()
+        for tp, ms in by_tp.items():
+            attempts, until = counts.get(tp, (1, -1))
+            if attempts >= 2:
+                self._until[tp] = max(self._until.get(tp, -1), until)
+            isolate = self._isolating(tp, ms[0])
+            mine = ms[:1] if isolate else ms
+            if isolate and len(ms) > 1:
+                out.rewind.append(TopicPartition(tp[0], tp[1], _off(ms[1])))
+            if attempts >= POISON_AT:
+                out.poison.append(mine[0])
+                mine = mine[1:]
+            out.keep.extend(mine)
+        return out
+
+    def _isolating(self, tp: TP, first: Message) -> bool:
+        until = self._until.get(tp)
+        if until is None:
+            return False
+        if _off(first) > until:
+            del self._until[tp]
+            return False
+        return True
+
+
+def _off(m: Message) -> int:
+    return int(m.offset() or 0)
