@@ -18,10 +18,10 @@ engine has already forgotten the cluster), so each run first stamps newly ended 
 their scope's clock (`clusters.ended_event_time`): a cluster's end is known to within one run,
 and it is kept at most that much longer, never shorter.
 
-Live (candidate, active) clusters and their members are never selected. consumed_offsets and
-engine_checkpoints (the fence and the restart state) are never touched; nothing the engine
-reads back on a restart is deleted (it reads only those two tables), so a checkpoint plus
-replay rebuilds exactly the same state after any retention run.
+Live (candidate, active) clusters and their members are never selected. consumed_offsets,
+engine_checkpoints, input_attempts and poisoned_records (the fence and the restart state) are
+never touched; nothing a restart reads back is deleted (it reads only those tables), so a
+checkpoint plus replay rebuilds exactly the same state after any retention run.
 
 How it stays off the hot path: one run at a time (a session advisory lock taken with
 pg_try_advisory_lock: a second worker's run, or a `clusterer retention` beside the service,
