@@ -201,9 +201,12 @@ class _Pass:
         while True:
             try:
                 async with self.conn.transaction():
+                    # synchronous_commit off: no WAL flush per batch to compete with the
+                    # batch commits' own; a crash may forget the last batches, which the next
+                    # run simply deletes again (each batch is still atomic)
                     await self.conn.execute(
                         f"SET LOCAL lock_timeout = {int(self.p.lock_timeout_ms)};"
-                        " SET LOCAL statement_timeout = 60000"
+                        " SET LOCAL statement_timeout = 60000; SET LOCAL synchronous_commit = off"
                     )
                     n = int(await batch())
             except _GIVE_UP as exc:
