@@ -29,7 +29,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.cpu import own_cpu_seconds, per_event_us, pid_cpu_seconds, service_cpu_seconds
-from processors.config import EngineConfig
+from processors import EngineConfig
 from stream import metrics
 from stream.service import Service
 from stream.settings import Settings

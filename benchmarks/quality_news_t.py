@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.metrics import quality
-from processors import EngineConfig
-from processors.scope import ScopeKey
+from processors import EngineConfig, ScopeKey
 from stream.replay import ReplayInputs, run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "news-t"

@@ -4,8 +4,8 @@
     .venv/bin/python -m benchmarks.retention --items 1000000
     .venv/bin/python -m benchmarks.retention --items 1000000 --no-retention   # the growth it stops
 
-The drifting stream of benchmarks/scale.py (topics born and dying, 10 s of event time per
-item) goes through a real engine, and each micro-batch is written with the real
+The drifting stream of benchmarks/scale.py (stream/synthetic.py: topics born and dying, 10 s
+of event time per item) goes through a real engine, and each micro-batch is written with the real
 `Store.commit` as the worker writes it: the worker's own row builders (Worker._outputs and
 Worker._rows) make the memberships, cluster rows with summaries, outbox rows (marked sent by
 the next commit, as the worker does) and reconsolidation runs; offsets and a checkpoint every
@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import logging
-import pickle
 import threading
 import time
 import types
@@ -36,12 +35,11 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from benchmarks.scale import drifting_stream
-from processors import Engine, EngineConfig
-from processors.scope import ScopeKey
+from processors import Batch, Engine, EngineConfig, ScopeKey
 from state.db import BatchWrite, Store, migrate
 from state.retention import RetentionPolicy, run, table_stats
 from stream.settings import Settings
+from stream.synthetic import drifting_stream
 from stream.worker import PartitionRun, Pending, Worker
 
 
@@ -160,7 +158,7 @@ def stream(
     size_half: dict[str, int] = {}
     t_start = time.perf_counter()
     for x, t, ids in drifting_stream(args.items, args.dim, args.batch):
-        res = eng.process(x, ids, t, document_ids=[f"d{i}" for i in ids], scopes=key)
+        res = eng.learn(Batch(x, ids, t, [f"d{i}" for i in ids], scopes=[key] * len(ids)))
         write = BatchWrite("bench", sent_event_ids=sent)
         pending = Pending()
         results = [(res, [_Msg(offset + i) for i in range(len(ids))])]
@@ -171,7 +169,7 @@ def stream(
         write.offsets.append(("bench", 0, nxt, nxt, prun.stored))
         since_ck += len(ids)
         if since_ck >= s.checkpoint_items:
-            write.checkpoints.append(("bench", 0, nxt, pickle.dumps(eng, 5)))
+            write.checkpoints.append(("bench", 0, nxt, eng.snapshot()))
             since_ck = 0
         busy = ret is not None and ret.active_since is not None
         c0 = time.perf_counter()

@@ -19,54 +19,11 @@ import json
 import logging
 import resource
 import time
-from collections.abc import Iterator
 
 import numpy as np
-import numpy.typing as npt
 
-from processors import Engine, EngineConfig
-from processors.reconsolidate import reconsolidate
-from processors.scope import ACTIVE, ScopeKey
-
-Chunk = tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], list[str]]
-
-
-def unit(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return np.asarray(a / np.linalg.norm(a, axis=-1, keepdims=True))
-
-
-def drifting_stream(
-    n: int,
-    dim: int,
-    chunk: int,
-    alive: int = 200,
-    mean_life: int = 20_000,
-    spread: float = 1.0,
-    noise: float = 0.05,
-    seconds_per_item: float = 10.0,
-    seed: int = 0,
-) -> Iterator[Chunk]:
-    """Topics live a geometric number of items (mean `mean_life`); a dead topic is replaced
-    by a new random one at once (a birth). Items are centre + `spread` x random direction."""
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.standard_normal((alive, dim)))
-    p_death = 1.0 / mean_life * alive  # per item, one topic dies with this probability
-    for start in range(0, n, chunk):
-        b = min(chunk, n - start)
-        # deaths (and the births replacing them) take effect at chunk boundaries
-        deaths = int((rng.random(b) < p_death).sum())
-        topic = rng.integers(0, alive, b)
-        x = np.empty((b, dim))
-        for _ in range(deaths):
-            centres[rng.integers(0, alive)] = unit(rng.standard_normal(dim))
-        x[:] = centres[topic]
-        g = unit(rng.standard_normal((b, dim)))
-        x += spread * g
-        is_noise = rng.random(b) < noise
-        x[is_noise] = rng.standard_normal((int(is_noise.sum()), dim))
-        ids = [f"s{start + i}" for i in range(b)]
-        times = (start + np.arange(b)) * seconds_per_item
-        yield unit(x).astype(np.float32), times.astype(np.float64), ids
+from processors import Batch, Engine, EngineConfig, ScopeKey
+from stream.synthetic import drifting_stream, unit
 
 
 def peak_rss_mb() -> float:
@@ -82,7 +39,7 @@ def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
     window_rate = 0.0
     done = 0
     for x, t, ids in drifting_stream(n, dim, batch):
-        eng.process(x, ids, t, scopes=key)
+        eng.learn(Batch(x, ids, t, scopes=[key] * len(ids)))
         done += len(ids)
         if done % 100_000 == 0:
             now = time.perf_counter()
@@ -90,8 +47,7 @@ def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
             last_window = now
     eng.flush()
     dt = time.perf_counter() - t0
-    st = eng.scopes[key]
-    live = st.live_slots()
+    stats = eng.stats()[key.name]
     return {
         "items": n,
         "dim": dim,
@@ -99,10 +55,10 @@ def run_stream(n: int, dim: int, batch: int) -> dict[str, float]:
         "last_100k_vectors_per_s": round(window_rate),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_stream_mb": round(rss0, 1),
-        "live_clusters": int(live.size),
-        "active_clusters": int((st.status[live] == ACTIVE).sum()),
-        "members_in_memory": len(st.item_slot),
-        "slot_capacity": st.cap,
+        "live_clusters": stats["active"] + stats["candidates"],
+        "active_clusters": stats["active"],
+        "members_in_memory": stats["members_in_memory"],
+        "slot_capacity": stats["slot_capacity"],
     }
 
 
@@ -117,17 +73,16 @@ def run_recon(clusters: int, dim: int, repeats: int) -> dict[str, float]:
     per = int(cfg.min_weight) + 1
     x = np.repeat(centres, per, axis=0) + 0.3 * unit(rng.standard_normal((clusters * per, dim)))
     x32 = unit(x).astype(np.float32)[rng.permutation(len(x))]
-    eng.process(x32, [f"r{i}" for i in range(len(x32))], np.zeros(len(x32)), scopes=key)
+    eng.learn(
+        Batch(x32, [f"r{i}" for i in range(len(x32))], np.zeros(len(x32)), scopes=[key] * len(x32))
+    )
     eng.flush()
-    st = eng.scopes[key]
-    live = st.live_slots()
-    active = int((st.status[live] == ACTIVE).sum())
+    active = eng.stats()[key.name]["active"]
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        rec = reconsolidate(st, "manual")
+        rec = eng.reconsolidate().reconsolidations[0]
         times.append(time.perf_counter() - t0)
-        st.events.clear()
     return {
         "active_clusters_before": active,
         "points_clustered": rec.input_points,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from river import cluster
 
-from processors import Engine, EngineConfig
+from processors import Batch, Engine, EngineConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "news-t"
 
@@ -26,7 +26,7 @@ def engine_rate(x: np.ndarray, batch: int = 1024) -> float:
     t = np.arange(len(x), dtype=np.float64)
     t0 = time.perf_counter()
     for s in range(0, len(x), batch):
-        eng.process(x[s : s + batch], ids[s : s + batch], t[s : s + batch])
+        eng.learn(Batch(x[s : s + batch], ids[s : s + batch], t[s : s + batch]))
     eng.flush()
     return len(x) / (time.perf_counter() - t0)
 

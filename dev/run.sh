@@ -4,11 +4,13 @@
 # produced at a steady rate, and a live view of the biggest clusters and the lag. The worker
 # is stopped with SIGTERM at the end (graceful: finishes its batch, commits, leaves).
 #
-#   dev/run.sh [COUNT] [RATE]      defaults: 20000 documents at 2000/s, 384-d
+#   dev/run.sh [COUNT] [RATE]      defaults: 5000 documents at 300/s, 384-d
+# Each synthetic document carries its events, entities and storylines (about 10 vectors), so
+# the four granularities cluster side by side (`clusterer produce --documents-only` for one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COUNT=${1:-20000}
-RATE=${2:-2000}
+COUNT=${1:-5000}
+RATE=${2:-300}
 dev/setup.sh
 dev/services.sh up
 eval "$(dev/services.sh env)"

@@ -4,8 +4,12 @@ synthetic drift stream (see docs/benchmarks.md); none is specific to one data se
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from schemas.errors import ConfigError
 
 DAY = 86_400.0
 
@@ -82,6 +86,26 @@ class EngineConfig:
 
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Every field is checked here, so a bad value (a TOML string, `2.5` items, a string
+        where a tuple belongs) fails at construction with the field's name, never as a
+        TypeError deep in the engine. Numbers are normalised: an integral float is accepted
+        for an int field, an int for a float field."""
+        set_ = functools.partial(object.__setattr__, self)
+        set_("scope_fields", _scope_fields(self.scope_fields))
+        for name, (kind, low, high, low_open) in _RANGES.items():
+            value = getattr(self, name)
+            value = _integer(name, value) if kind is int else _real(name, value)
+            if value < low or (low_open and value == low) or (high is not None and value > high):
+                raise ConfigError(f"engine setting {name} must be {_describe(low, high, low_open)}")
+            set_(name, value)
+        if self.search_backend not in ("faiss", "numpy"):
+            raise ConfigError('engine setting search_backend must be "faiss" or "numpy"')
+        if self.retire_weight >= self.min_weight:
+            raise ConfigError("engine setting retire_weight must be below min_weight")
+        if not isinstance(self.extra, dict):
+            raise ConfigError("engine setting extra must be a table")
+
     def replace(self, **changes: Any) -> EngineConfig:
         return dataclasses.replace(self, **changes)
 
@@ -91,36 +115,79 @@ class EngineConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown engine settings: {', '.join(unknown)}")
-        values = dict(data)
-        if "scope_fields" in values:
-            values["scope_fields"] = tuple(values["scope_fields"])
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
+            raise ConfigError(f"unknown engine settings: {', '.join(unknown)}")
+        return cls(**data)
 
-    def validate(self) -> None:
-        if not 0.0 < self.assign_threshold <= 1.0:
-            raise ValueError("assign_threshold must be in (0, 1]")
-        if self.reconsolidate_delay_items < 0:
-            raise ValueError("reconsolidate_delay_items must be 0 or more")
-        if self.search_backend not in ("faiss", "numpy"):
-            raise ValueError('search_backend must be "faiss" or "numpy"')
-        if self.search_threads < 0:
-            raise ValueError("search_threads must be 0 (FAISS default) or more")
-        if not 0.0 < self.merge_threshold <= 1.0:
-            raise ValueError("merge_threshold must be in (0, 1]")
-        for name in ("tau_seconds", "half_life_seconds", "reconsolidate_seconds", "tick_seconds"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.retire_weight >= self.min_weight:
-            raise ValueError("retire_weight must be below min_weight")
-        for name in (
-            "tick_items",
-            "search_k",
-            "reservoir_size",
-            "reconsolidate_items",
-            "drift_block",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+    def to_mapping(self) -> dict[str, Any]:
+        """The inverse of `from_mapping` (plain JSON types), e.g. for checkpoints."""
+        out = dataclasses.asdict(self)
+        out["scope_fields"] = list(self.scope_fields)
+        return out
+
+
+# field: (int or float, lowest, highest (None: unbounded), lowest excluded)
+_RANGES: dict[str, tuple[type, float, float | None, bool]] = {
+    "assign_threshold": (float, 0.0, 1.0, True),
+    "tau_seconds": (float, 0.0, None, True),
+    "search_k": (int, 1, None, False),
+    "search_threads": (int, 0, None, False),
+    "half_life_seconds": (float, 0.0, None, True),
+    "min_weight": (float, 0.0, None, True),
+    "retire_weight": (float, 0.0, None, False),
+    "max_clusters_per_scope": (int, 1, None, False),
+    "tick_items": (int, 1, None, False),
+    "tick_seconds": (float, 0.0, None, True),
+    "merge_threshold": (float, 0.0, 1.0, True),
+    "size_warning": (int, 1, None, False),
+    "reconsolidate_items": (int, 1, None, False),
+    "reconsolidate_seconds": (float, 0.0, None, True),
+    "reconsolidate_delay_items": (int, 0, None, False),
+    "drift_block": (int, 1, None, False),
+    "drift_delta": (float, 0.0, 1.0, True),
+    "min_reconsolidation_clusters": (int, 1, None, False),
+    "reservoir_size": (int, 1, None, False),
+    "hdbscan_min_cluster_size": (int, 2, None, False),
+    "hdbscan_min_samples": (int, 1, None, False),
+    "max_reconsolidation_points": (int, 1, None, False),
+    "split_fraction": (float, 0.0, 1.0, True),
+    "survival_fraction": (float, 0.0, 1.0, True),
+    "representatives_k": (int, 1, None, False),
+    "label_terms": (int, 0, None, False),
+    "max_snapshot_members": (int, 0, None, False),
+}
+
+
+def _describe(low: float, high: float | None, low_open: bool) -> str:
+    if high is None:
+        return f"{'above' if low_open else 'at least'} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"engine setting {name} must be an integer, got {value!r}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ConfigError(f"engine setting {name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"engine setting {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"engine setting {name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _scope_fields(value: Any) -> tuple[str, ...]:
+    """A single name is one field (`"domain"`, not six one-letter fields)."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(
+        isinstance(n, str) and n.strip() for n in names
+    ):
+        raise ConfigError(
+            f"engine setting scope_fields must be a list of metadata field names, got {value!r}"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"engine setting scope_fields repeats a name: {value!r}")
+    return tuple(names)

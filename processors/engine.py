@@ -3,33 +3,32 @@ fixed item positions, and reports what changed. Deterministic for a given input 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from processors import lifecycle
+from processors import checkpoint, lifecycle
+from processors.batch import (
+    DEFAULT_SCOPE,
+    Batch,
+    BatchResult,
+    ClusterState,
+    ClusterStatusName,
+    Move,
+)
 from processors.config import EngineConfig
 from processors.facets import EMPTY, Facets, extract, top
 from processors.reconsolidate import Job, Trigger, apply, compute, prepare, reconsolidate
 from processors.representatives import document_frequency, label, representatives
 from processors.scope import ACTIVE, STATUS_NAMES, ScopeKey, ScopeState
 from processors.search import backend_name
-from schemas.inputs import VectorEvent
-from schemas.outputs import Assignment, ChangeEvent, ClusterResult, ReconsolidationRecord
-from schemas.validation import (
-    DEFAULT_LIMITS,
-    InputError,
-    ValidationLimits,
-    check_dimension,
-    decode_vector,
-)
+from schemas.errors import CheckpointError
+from schemas.outputs import ClusterResult
+from schemas.validation import InputError
 
-_LN2 = math.log(2.0)
 _EXECUTOR: ThreadPoolExecutor | None = None
 
 SEGMENT_ITEMS = 256
@@ -42,7 +41,7 @@ def warm_up() -> None:
     """Load the compiled assignment kernel now (numba loads or compiles it on first use, about
     a second here) so that a service's first batch does not pay it as latency."""
     eng = Engine(EngineConfig())
-    eng.process(np.eye(2, 8, dtype=np.float32), ["warm-up-a", "warm-up-b"], np.zeros(2))
+    eng.learn(Batch(np.eye(2, 8, dtype=np.float32), ["warm-up-a", "warm-up-b"], np.zeros(2)))
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -53,148 +52,139 @@ def _executor() -> ThreadPoolExecutor:
     return _EXECUTOR
 
 
-@dataclass
-class BatchResult:
-    """Per-input results in input order (compact arrays; `assignments()` builds models)."""
-
-    item_ids: list[str] = field(default_factory=list)
-    document_ids: list[str | None] = field(default_factory=list)
-    scopes: list[ScopeState] = field(default_factory=list)
-    cluster_no: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    similarity: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    new_cluster: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
-    status: npt.NDArray[np.int8] = field(default_factory=lambda: np.zeros(0, np.int8))
-    event_time: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    sequence: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    changes: list[ChangeEvent] = field(default_factory=list)
-    reconsolidations: list[ReconsolidationRecord] = field(default_factory=list)
-
-    def cluster_id(self, i: int) -> str:
-        return self.scopes[i].cluster_name(int(self.cluster_no[i]))
-
-    def assignments(self) -> list[Assignment]:
-        return [
-            Assignment.model_construct(
-                item_id=self.item_ids[i],
-                document_id=self.document_ids[i],
-                scope=self.scopes[i].name,
-                cluster_id=self.cluster_id(i),
-                status=STATUS_NAMES[int(self.status[i])],
-                similarity=float(self.similarity[i]),
-                new_cluster=bool(self.new_cluster[i]),
-                event_time=float(self.event_time[i]),
-                sequence=int(self.sequence[i]),
-            )
-            for i in range(len(self.item_ids))
-        ]
-
-
 class Engine:
+    """Streaming clusterer of unit vectors: learn batches, forget items, read clusters,
+    checkpoint. Every call returns a `BatchResult` with everything it changed.
+
+    >>> import numpy as np
+    >>> from processors import Batch, Engine, EngineConfig
+    >>> engine = Engine(EngineConfig(min_weight=2.0))
+    >>> x = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]], dtype=np.float32)
+    >>> res = engine.learn(Batch(x, ["a", "b", "c"], event_times=np.zeros(3)))
+    >>> [a.new_cluster for a in res.assignments()]
+    [True, False, True]
+    >>> [(e.kind, e.size) for e in res.changes]
+    [('created', 2)]
+    >>> restored = Engine.restore(engine.snapshot())  # a checkpoint, byte for byte
+    >>> gone = restored.forget(["a"])
+    >>> [(m.item_id, m.cluster_id) for m in gone.moves]
+    [('a', None)]
+    >>> [(c.cluster_size, c.member_ids) for c in restored.results()]
+    [(1, ['b'])]
+    """
+
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.cfg = config or EngineConfig()
-        self.cfg.validate()
         self.scopes: dict[ScopeKey, ScopeState] = {}
         self._running: dict[ScopeKey, Future[Job]] = {}
 
     # ------------------------------------------------------------------ routing
     def scope_key(self, embedding_type: str, model: str, meta: dict[str, Any] | None) -> ScopeKey:
+        """The clustering space of an item: its type and model, split further by the
+        configured metadata fields (`scope_fields`)."""
         fields = tuple((f, str((meta or {}).get(f, ""))) for f in self.cfg.scope_fields)
         return ScopeKey(embedding_type, model, fields)
 
-    def scope(self, key: ScopeKey, dim: int) -> ScopeState:
+    def dimension(self, key: ScopeKey) -> int | None:
+        """The vector size a scope uses; None before its first item."""
+        st = self.scopes.get(key)
+        return None if st is None else st.dim
+
+    def _scope(self, key: ScopeKey, dim: int) -> ScopeState:
         st = self.scopes.get(key)
         if st is None:
             st = ScopeState(key, dim, self.cfg)
             self.scopes[key] = st
         return st
 
-    def find_item(self, item_id: str) -> tuple[ScopeState, int] | None:
+    def _find(self, item_id: str) -> ScopeState | None:
         for st in self.scopes.values():
-            slot = st.item_slot.get(item_id)
-            if slot is not None:
-                return st, slot
+            if item_id in st.item_slot:
+                return st
         return None
 
-    # ------------------------------------------------------------------ input
-    def decode_events(
-        self, events: Sequence[VectorEvent], limits: ValidationLimits = DEFAULT_LIMITS
-    ) -> tuple[
-        list[tuple[VectorEvent, npt.NDArray[np.float32], ScopeKey]], list[tuple[int, InputError]]
-    ]:
-        """Vectors decoded and checked against their scope's dimension; bad ones reported."""
-        good: list[tuple[VectorEvent, npt.NDArray[np.float32], ScopeKey]] = []
-        bad: list[tuple[int, InputError]] = []
-        dims: dict[ScopeKey, int] = {k: s.dim for k, s in self.scopes.items()}
-        for i, ev in enumerate(events):
-            try:
-                vec = decode_vector(ev.vector, limits)
-                key = self.scope_key(ev.embedding_type, ev.embedding_model, ev.metadata)
-                dim = dims.setdefault(key, vec.shape[0])
-                check_dimension(vec, dim, key.name)
-            except InputError as exc:
-                bad.append((i, exc))
-                continue
-            good.append((ev, vec, key))
-        return good, bad
-
-    def process_events(
-        self, events: Sequence[VectorEvent]
-    ) -> tuple[BatchResult, list[tuple[int, InputError]]]:
-        good, bad = self.decode_events(events)
-        if not good:
-            return BatchResult(), bad
-        return self.process(
-            np.vstack([v for _, v, _ in good]),
-            [e.item_id for e, _, _ in good],
-            np.asarray([e.event_time for e, _, _ in good], dtype=np.float64),
-            [e.document_id for e, _, _ in good],
-            [e.metadata for e, _, _ in good],
-            [k for _, _, k in good],
-        ), bad
-
-    def process(
-        self,
-        vectors: npt.NDArray[np.float32],
-        item_ids: list[str],
-        event_times: npt.NDArray[np.float64],
-        document_ids: list[str | None] | None = None,
-        metadata: list[dict[str, Any] | None] | None = None,
-        scopes: list[ScopeKey] | ScopeKey | None = None,
-    ) -> BatchResult:
-        """Cluster a micro-batch of unit vectors, in order. Items already known are replaced
-        (an upstream re-send): the old membership is removed first."""
-        n = vectors.shape[0]
-        x32 = np.ascontiguousarray(vectors, dtype=np.float32)
-        times = np.asarray(event_times, dtype=np.float64)
-        docs: list[str | None] = list(document_ids) if document_ids is not None else [None] * n
-        facets = [extract(m) for m in metadata] if metadata is not None else [EMPTY] * n
-        if scopes is None:
-            scopes = ScopeKey("document", "default")
-        keys = [scopes] * n if isinstance(scopes, ScopeKey) else scopes
+    # ------------------------------------------------------------------ learning
+    def learn(self, batch: Batch) -> BatchResult:
+        """Cluster a batch of unit vectors, in order (the result is the same as one item at a
+        time). Items already known are replaced (an upstream re-send): the old membership
+        is removed first."""
+        n = len(batch)
+        x32 = batch.vectors
+        times = batch.event_times
+        item_ids = list(batch.item_ids)
+        docs: list[str | None] = (
+            list(batch.document_ids) if batch.document_ids is not None else [None] * n
+        )
+        facets = [extract(m) for m in batch.metadata] if batch.metadata is not None else [EMPTY] * n
+        keys = batch.scopes if batch.scopes is not None else [DEFAULT_SCOPE] * n
+        groups: dict[ScopeKey, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k, []).append(i)
+        for key in groups:
+            dim = self.dimension(key)
+            if dim is not None and dim != x32.shape[1]:
+                raise InputError(
+                    "dimension_mismatch",
+                    f"scope {key.name} uses {dim} dimensions, got {x32.shape[1]}",
+                )
         res = BatchResult(
-            item_ids=list(item_ids),
-            document_ids=list(docs),
-            scopes=[None] * n,  # type: ignore[list-item]
-            cluster_no=np.zeros(n, np.int64),
+            item_ids=item_ids,
+            document_ids=docs,
+            scopes=[""] * n,
+            cluster_ids=[""] * n,
             similarity=np.zeros(n),
             new_cluster=np.zeros(n, bool),
             status=np.zeros(n, np.int8),
             event_time=times,
             sequence=np.zeros(n, np.int64),
         )
+        left: dict[str, set[str]] = {}
         for it in item_ids:
-            if self.find_item(it) is not None:
-                res.changes.extend(self.delete(it))
-        groups: dict[ScopeKey, list[int]] = {}
-        for i, k in enumerate(keys):
-            groups.setdefault(k, []).append(i)
+            self._remove(it, res, left)
         for key, rows in groups.items():
-            st = self.scope(key, x32.shape[1])
-            if x32.shape[1] != st.dim:
-                raise InputError("dimension_mismatch", f"scope {st.name} uses {st.dim} dimensions")
-            idx = np.asarray(rows)
-            self._run_scope(st, idx, x32, item_ids, docs, times, facets, res)
-        return res
+            st = self._scope(key, x32.shape[1])
+            self._run_scope(st, np.asarray(rows), x32, item_ids, docs, times, facets, res)
+        return self._finish(res, left)
+
+    def forget(self, item_ids: Iterable[str]) -> BatchResult:
+        """Remove items (upstream tombstones); unknown ids are ignored."""
+        res = BatchResult()
+        left: dict[str, set[str]] = {}
+        for it in item_ids:
+            self._remove(it, res, left)
+        return self._finish(res, left)
+
+    def flush(self) -> BatchResult:
+        """End of input: apply pending reconsolidations and run maintenance now. A service
+        never calls it (its input has no end); `clusterer replay` does by default."""
+        res = BatchResult()
+        for st in self.scopes.values():
+            if st.pending_recon is not None:
+                self._apply_pending(st, res)
+            lifecycle.tick(st)
+            res.changes.extend(st.events)
+            st.events.clear()
+        return self._finish(res)
+
+    def reconsolidate(self) -> BatchResult:
+        """A manual reconsolidation of every scope, now (inline)."""
+        res = BatchResult()
+        for st in self.scopes.values():
+            res.reconsolidations.append(reconsolidate(st, "manual"))
+            st.emit_updates()
+            res.changes.extend(st.events)
+            st.events.clear()
+        return self._finish(res)
+
+    def _remove(self, item_id: str, res: BatchResult, left: dict[str, set[str]]) -> None:
+        st = self._find(item_id)
+        if st is None:
+            return
+        cid = st.remove(item_id)
+        if cid is not None:
+            left.setdefault(st.name, set()).add(cid)
+        res.changes.extend(st.events)
+        st.events.clear()
 
     def _run_scope(
         self,
@@ -236,13 +226,13 @@ class Engine:
                 out_new,
                 out_status,
             )
-            res.cluster_no[seg] = out_no
             res.similarity[seg] = out_sim
             res.new_cluster[seg] = out_new
             res.status[seg] = out_status
             res.sequence[seg] = np.arange(start_seq, start_seq + seg.size)
-            for i in seg:
-                res.scopes[i] = st
+            for i, no in zip(seg.tolist(), out_no.tolist(), strict=True):
+                res.cluster_ids[i] = st.cluster_name(no)
+                res.scopes[i] = st.name
             pos += seg.size
             if due or st.seq % tick == 0:
                 self._maintain(st, res)
@@ -274,7 +264,7 @@ class Engine:
         delay = -(-self.cfg.reconsolidate_delay_items // tick) * tick
         if job.record.skipped is not None or delay == 0:
             res.reconsolidations.append(apply(st, job))
-            lifecycle.emit_updates(st)
+            st.emit_updates()
             return
         # HDBSCAN runs in the background while assignment goes on; its result is applied
         # exactly `delay` items later (waiting for it only if it is not done by then), so
@@ -290,77 +280,88 @@ class Engine:
             job = fut.result()
         st.pending_recon = None
         res.reconsolidations.append(apply(st, job))
-        lifecycle.emit_updates(st)
+        st.emit_updates()
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Checkpoints carry a pending run's inputs, not its thread: a restored engine
-        computes it again (same inputs, same result) when it is due."""
-        state = dict(self.__dict__)
-        state["_running"] = {}
-        return state
-
-    # ------------------------------------------------------------------ control
-    def flush(self) -> BatchResult:
-        """End of input (replay): apply pending reconsolidations, run maintenance now."""
-        res = BatchResult()
+    def _finish(self, res: BatchResult, left: dict[str, set[str]] | None = None) -> BatchResult:
+        """Drain what the call changed into the result: the moves, and the state of every
+        cluster an event names, a move enters or an item left."""
+        sims = dict(zip(res.item_ids, res.similarity.tolist(), strict=True))
+        named: dict[str, set[str]] = {}
+        merged_away: set[str] = set()
+        for ev in res.changes:
+            ids = named.setdefault(ev.scope, set())
+            ids.add(ev.cluster_id)
+            if ev.kind == "merged":
+                ids.update(ev.related_ids)
+                merged_away.update(ev.related_ids)
+            elif ev.kind == "split":
+                ids.update(ev.related_ids)
         for st in self.scopes.values():
+            moves = st.drain_moves()
+            res.size_warnings.extend(st.drain_size_warnings())
+            touched = named.get(st.name, set()) | (left or {}).get(st.name, set())
+            if not moves and not touched:
+                continue
+            etype = st.key.embedding_type
+            for item, no in moves.items():
+                if no < 0:
+                    res.moves.append(Move(item, st.name, etype, None))
+                    continue
+                cid = st.cluster_name(no)
+                m = st.members[st.slot_of[no]][item]
+                res.moves.append(
+                    Move(item, st.name, etype, cid, m.document_id, m.event_time, sims.get(item))
+                )
+                touched.add(cid)
+            for cid in sorted(touched):
+                res.clusters.append(_cluster_state(st, cid, cid in merged_away))
+        return res
+
+    # ------------------------------------------------------------------ checkpoints
+    def snapshot(self) -> bytes:
+        """A checkpoint of the whole engine (processors/checkpoint.py: versioned, not
+        pickle, live state only). A started background reconsolidation is saved as its
+        inputs; the restored engine computes it again (same inputs, same result)."""
+        parts = []
+        for st in self.scopes.values():
+            fields, arrays = st.export()
             if st.pending_recon is not None:
-                self._apply_pending(st, res)
-            lifecycle.tick(st)
-            res.changes.extend(st.events)
-            st.events.clear()
-        return res
+                job, apply_at = st.pending_recon
+                job_fields, job_arrays = job.export()
+                fields["pending"] = {"apply_at": apply_at, **job_fields}
+                arrays.update({f"pending_{k}": v for k, v in job_arrays.items()})
+            parts.append((fields, arrays))
+        return checkpoint.dump(self.cfg.to_mapping(), parts)
 
-    def reconsolidate_all(self) -> BatchResult:
-        res = BatchResult()
-        for st in self.scopes.values():
-            res.reconsolidations.append(reconsolidate(st, "manual"))
-            lifecycle.emit_updates(st)
-            res.changes.extend(st.events)
-            st.events.clear()
-        return res
-
-    def delete(self, item_id: str) -> list[ChangeEvent]:
-        """Remove an item (upstream tombstone). Exact when its vector is still in the
-        cluster's reservoir; otherwise its weight leaves and the centroid keeps its direction."""
-        found = self.find_item(item_id)
-        if found is None:
-            return []
-        st, slot = found
-        m = st.members[slot].pop(item_id)
-        st.item_slot.pop(item_id, None)
-        st.moves[item_id] = -1
-        st.facets[slot].add(m.facets, -1)
-        if not st.members[slot]:
-            lifecycle.retire(st, slot, "emptied")
-        else:
-            wt = math.exp(
-                -_LN2 * max(st.tref[slot] - m.event_time, 0.0) / self.cfg.half_life_seconds
-            )
-            wt = min(wt, float(st.w[slot]) * (1 - 1e-9))
-            if item_id in st.res_ids[slot]:
-                p = st.res_ids[slot].index(item_id)
-                st.ls[slot] -= wt * st.res_vec[slot, p].astype(np.float64)
-                st.res_ids[slot][p] = None
-                st.w[slot] -= wt
-            else:
-                old = float(st.w[slot])
-                st.w[slot] = old - wt
-                st.ls[slot] *= st.w[slot] / old
-            n = float(np.linalg.norm(st.ls[slot]))
-            if n < 1e-9:
-                lifecycle.retire(st, slot, "emptied")
-            else:
-                st.norm[slot] = n
-                st.cent[slot] = st.ls[slot] / n
-                if st.status[slot] == ACTIVE:
-                    st.emit("updated", slot, moved=[item_id], reason="member_deleted")
-        out = list(st.events)
-        st.events.clear()
-        return out
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        """The engine a checkpoint holds, with the config it was written with. Raises
+        CheckpointError (a ClustererError) for anything that is not a checkpoint this
+        version reads."""
+        config, parts = checkpoint.load(data)
+        try:
+            eng = cls(EngineConfig.from_mapping(config))
+            for fields, arrays in parts:
+                st = ScopeState.restore(eng.cfg, fields, arrays)
+                pending = fields.get("pending")
+                if pending is not None:
+                    job = Job.restore(
+                        pending,
+                        {k[8:]: v for k, v in arrays.items() if k.startswith("pending_")},
+                    )
+                    st.pending_recon = (job, int(pending["apply_at"]))
+                    eng._running[st.key] = _executor().submit(compute, job)
+                eng.scopes[st.key] = st
+        except CheckpointError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(f"checkpoint is damaged: {exc!r}") from exc
+        return eng
 
     # ------------------------------------------------------------------ output
-    def snapshot(self, include_candidates: bool = False) -> list[ClusterResult]:
+    def results(self, include_candidates: bool = False) -> list[ClusterResult]:
+        """The latest state of every live cluster (active ones unless asked), by scope
+        then id, in the Stage 5 shape."""
         out: list[ClusterResult] = []
         for st in self.scopes.values():
             live = [int(s) for s in st.live_slots()]
@@ -370,6 +371,23 @@ class Engine:
                 if st.status[s] != ACTIVE and not include_candidates:
                     continue
                 out.append(self.cluster_result(st, s, df, len(live)))
+        return out
+
+    def clusters(self, cluster_ids: Iterable[str]) -> list[ClusterResult]:
+        """The latest state of the named clusters that are live (any status), in the
+        order given; ids of clusters that are gone are skipped."""
+        by_prefix = {st.prefix: st for st in self.scopes.values()}
+        dfs: dict[str, dict[str, int]] = {}
+        out: list[ClusterResult] = []
+        for cid in cluster_ids:
+            st = by_prefix.get(cid.rpartition("-")[0])
+            slot = st.slot_for(cid) if st is not None else None
+            if st is None or slot is None:
+                continue
+            df = dfs.get(st.name)
+            if df is None:
+                df = dfs[st.name] = document_frequency(st)
+            out.append(self.cluster_result(st, slot, df, len(st.slot_of)))
         return out
 
     def cluster_result(
@@ -416,16 +434,39 @@ class Engine:
         )
 
     def stats(self) -> dict[str, Any]:
+        """Per scope: items seen, live clusters by status, size warnings, reconsolidation
+        runs, drifts, members held in memory."""
         out: dict[str, Any] = {}
         for st in self.scopes.values():
             live = st.live_slots()
             out[st.name] = {
                 "items": st.seq,
+                "dimension": st.dim,
                 "active": int((st.status[live] == ACTIVE).sum()),
                 "candidates": int((st.status[live] != ACTIVE).sum()),
                 "size_warnings": st.size_warnings,
                 "reconsolidations": st.recon_runs,
                 "drifts": st.drifts,
                 "members_in_memory": len(st.item_slot),
+                "slot_capacity": st.cap,
             }
         return out
+
+
+def _cluster_state(st: ScopeState, cid: str, merged: bool) -> ClusterState:
+    etype = st.key.embedding_type
+    slot = st.slot_for(cid)
+    if slot is None:
+        gone: ClusterStatusName = "merged" if merged else "retired"
+        return ClusterState(cid, st.name, etype, gone, 0, 0.0, None, None, None)
+    return ClusterState(
+        cid,
+        st.name,
+        etype,
+        STATUS_NAMES[int(st.status[slot])],
+        len(st.members[slot]),
+        float(st.w[slot]),
+        float(st.t_first[slot]),
+        float(st.t_last[slot]),
+        st.cent[slot].copy(),
+    )

@@ -16,6 +16,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from processors.decay import decay_factor_jit
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -62,7 +64,6 @@ def assign_segment(  # pragma: no cover - compiled; covered through ScopeState.a
     columns (candidate slots `cols`), x_i . ls_c and the weighted score at segment start.
     Returns (new clusters opened, n_used)."""
     b = x64.shape[0]
-    ln2 = math.log(2.0)
     ncols = nc0
     opened = 0
     for i in range(b):
@@ -105,13 +106,13 @@ def assign_segment(  # pragma: no cover - compiled; covered through ScopeState.a
             slot = cols[j]
             r0 = tref[slot]
             if t >= r0:
-                scale = math.exp(-ln2 * (t - r0) / half_life)
+                scale = decay_factor_jit(t - r0, half_life)
                 for k in range(ls.shape[1]):
                     ls[slot, k] = ls[slot, k] * scale + x64[i, k]
                 w[slot] = w[slot] * scale + 1.0
                 tref[slot] = t
             else:
-                wt = math.exp(-ln2 * (r0 - t) / half_life)
+                wt = decay_factor_jit(r0 - t, half_life)
                 for k in range(ls.shape[1]):
                     ls[slot, k] += wt * x64[i, k]
                 w[slot] += wt

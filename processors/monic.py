@@ -23,14 +23,6 @@ class Transitions:
     """(old id, its groups by share, largest first: the first part keeps the id)."""
     unmatched: list[int] = field(default_factory=list)
 
-    def counts(self) -> dict[str, int]:
-        return {
-            "survived": len(self.survived) - sum(len(a) for _, a in self.absorptions),
-            "absorbed": sum(len(a) for _, a in self.absorptions),
-            "split": len(self.splits),
-            "unmatched": len(self.unmatched),
-        }
-
 
 def map_transitions(
     overlap: dict[int, dict[int, float]],

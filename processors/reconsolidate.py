@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import HDBSCAN
 
-from processors.lifecycle import avg_link, merge
+from processors.lifecycle import avg_link
 from processors.monic import Transitions, map_transitions
-from processors.scope import ACTIVE, CANDIDATE, ScopeState
+from processors.scope import ACTIVE, ScopeState
 from schemas.outputs import ReconsolidationGroup, ReconsolidationRecord
 
 Trigger = Literal["items", "event_time", "drift", "manual"]
@@ -39,6 +39,37 @@ class Job:
     min_cluster_size: int
     min_samples: int
     labels: npt.NDArray[np.int64] | None = None
+
+    def export(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """The inputs of a started run, for checkpoints. `labels` are left out: they are a
+        pure function of the inputs, and leaving them out keeps a checkpoint's bytes
+        independent of whether the background thread had finished."""
+        ids = sorted(self.weight)
+        fields: dict[str, Any] = {
+            "record": self.record.model_dump(mode="json"),
+            "item": self.item,
+            "min_cluster_size": self.min_cluster_size,
+            "min_samples": self.min_samples,
+        }
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "pts": self.pts,
+            "owner": np.asarray(self.owner, dtype=np.int64),
+            "weight_ids": np.asarray(ids, dtype=np.int64),
+            "weights": np.asarray([self.weight[c] for c in ids], dtype=np.float64),
+        }
+        return fields, arrays
+
+    @classmethod
+    def restore(cls, fields: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Job:
+        return cls(
+            ReconsolidationRecord.model_validate(fields["record"]),
+            np.array(arrays["pts"], dtype=np.float32),
+            arrays["owner"].tolist(),
+            list(fields["item"]),
+            dict(zip(arrays["weight_ids"].tolist(), arrays["weights"].tolist(), strict=True)),
+            int(fields["min_cluster_size"]),
+            int(fields["min_samples"]),
+        )
 
 
 def _points(scope: ScopeState) -> tuple[npt.NDArray[np.float32], list[int], list[str | None]]:
@@ -219,7 +250,7 @@ def _apply(
             if a is None or b is None:
                 continue
             if avg_link(scope, a, b) >= thr:
-                kept = merge(scope, a, b, reason="reconsolidation")
+                kept = scope.fold(a, b, reason="reconsolidation")
                 absorber_id = int(scope.cid[kept])
                 done["absorbed"] += 1
             else:
@@ -254,42 +285,8 @@ def _split(
         if float(means[keep] @ means[g]) >= scope.cfg.merge_threshold:
             return False
     total = len(mine)
-    parts_done: list[tuple[int, list[str]]] = []
-    for g in parts[1:]:
-        share = len(part_rows[g]) / total
-        w_new = float(scope.w[slot] * share)
-        mean = means[g]
-        t = float(scope.tref[slot])
-        ns = scope.open_cluster(mean / max(np.linalg.norm(mean), 1e-12), t, weight=1.0)
-        scope.ls[ns] = mean * w_new
-        scope.w[ns] = w_new
-        scope.norm[ns] = float(np.linalg.norm(scope.ls[ns]))
-        scope.cent[ns] = scope.ls[ns] / scope.norm[ns]
-        scope.ls[slot] -= scope.ls[ns]
-        scope.w[slot] -= w_new
-        scope.status[ns] = ACTIVE if w_new >= scope.cfg.min_weight else CANDIDATE
-        moved: list[str] = []
-        for i in part_rows[g]:
-            it = item[i]
-            if it is None or it not in scope.members[slot] or it not in scope.res_ids[slot]:
-                continue  # left the cluster, or its vector left the reservoir, since the start
-            m = scope.members[slot].pop(it)
-            p = scope.res_ids[slot].index(it)
-            vec = scope.res_vec[slot, p].copy()
-            scope.res_ids[slot][p] = None
-            scope.facets[slot].add(m.facets, -1)
-            scope.record_member(ns, vec, it, m.document_id, m.event_time, m.facets)
-            moved.append(it)
-        scope.t_first[ns] = min((m.event_time for m in scope.members[ns].values()), default=t)
-        scope.t_last[ns] = max((m.event_time for m in scope.members[ns].values()), default=t)
-        parts_done.append((ns, sorted(moved)))
-    n = float(np.linalg.norm(scope.ls[slot]))
-    scope.norm[slot] = n
-    scope.cent[slot] = scope.ls[slot] / n
-    for ns, moved_items in parts_done:
-        # one event per new part, so each names exactly the items that moved into it
-        scope.emit("split", slot, related=[scope.cluster_id(ns)], moved=moved_items)
-        if scope.status[ns] == ACTIVE:
-            scope.emit("created", ns)
-    scope.touched.add(slot)
+    scope.unfold(
+        slot,
+        [(len(part_rows[g]) / total, means[g], [item[i] for i in part_rows[g]]) for g in parts[1:]],
+    )
     return True

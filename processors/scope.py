@@ -4,12 +4,19 @@ Cluster state is kept in slot arrays (a slot is reused after a cluster retires; 
 never is). Each cluster holds a decayed linear sum `ls` and weight `w` referenced to the time
 `tref` of its last activity (lazy decay: scaling both by the same factor leaves the centroid
 and the mean vector ls/w unchanged, so decay is applied only when a cluster is touched).
+
+This class is the only writer of those tables: assignment (`assign`), folding one cluster
+into another (`fold`), splitting parts out of one (`unfold`), removing a member (`remove`)
+and retiring a cluster (`retire`) all live here, so the invariants between the arrays, the
+member dicts, the reservoirs and the id maps are kept in one place. `lifecycle` and
+`reconsolidate` decide *what* happens (which pair merges, which split passes its guard) and
+call these methods; `export`/`restore` turn the live part of the tables into arrays for
+checkpoints (processors/checkpoint.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import uuid
 from dataclasses import dataclass
@@ -20,17 +27,16 @@ import numpy.typing as npt
 from river import drift
 
 from processors.config import EngineConfig
+from processors.decay import decay_factor, decay_factors
 from processors.facets import EMPTY, FacetCounts, Facets
 from processors.kernels import assign_segment
 from processors.search import knn_inner_product
+from schemas.errors import CheckpointError
 from schemas.outputs import ChangeEvent, ChangeKind
-
-log = logging.getLogger(__name__)
 
 CANDIDATE, ACTIVE = 0, 1
 STATUS_NAMES: tuple[Literal["candidate"], Literal["active"]] = ("candidate", "active")
 _EVENT_NS = uuid.UUID("3f0e6b1c-3d4e-5a7b-9c8d-0e1f2a3b4c5d")
-_LN2 = math.log(2.0)
 _NS_BYTES = _EVENT_NS.bytes
 
 
@@ -88,8 +94,9 @@ class ScopeState:
         # membership changes since the last drain: item -> cluster number, -1 when it left
         # every cluster (retired, deleted). Adapters persist memberships from this log.
         self.moves: dict[str, int] = {}
-        self.size_warned: set[int] = set()
+        self.size_warned: set[int] = set()  # live clusters past cfg.size_warning members
         self.size_warnings = 0
+        self.new_size_warnings: list[str] = []  # cluster ids since the last drain
         self.events: list[ChangeEvent] = []
         # one sample is already a block of items, so check every sample (clock=1)
         self.adwin = drift.ADWIN(delta=cfg.drift_delta, clock=1, grace_period=8)
@@ -152,6 +159,7 @@ class ScopeState:
             self.item_slot.pop(item, None)
             self.moves[item] = -1
         self.slot_of.pop(int(self.cid[slot]), None)
+        self.size_warned.discard(int(self.cid[slot]))
         self.members[slot] = {}
         self.facets[slot] = FacetCounts()
         self.res_ids[slot] = [None] * self.cfg.reservoir_size
@@ -183,7 +191,13 @@ class ScopeState:
         return self.slot_of.get(int(number))
 
     def drain_moves(self) -> dict[str, int]:
+        """Membership changes since the last drain: item -> cluster number, -1 when the
+        item left every cluster. The engine turns them into `Move`s of its results."""
         out, self.moves = self.moves, {}
+        return out
+
+    def drain_size_warnings(self) -> list[str]:
+        out, self.new_size_warnings = self.new_size_warnings, []
         return out
 
     def live_slots(self) -> npt.NDArray[np.int64]:
@@ -191,7 +205,7 @@ class ScopeState:
 
     def weight_now(self, slots: npt.NDArray[np.int64], t: float) -> npt.NDArray[np.float64]:
         dt = np.maximum(t - self.tref[slots], 0.0)
-        return np.asarray(self.w[slots] * np.exp(-_LN2 * dt / self.cfg.half_life_seconds))
+        return np.asarray(self.w[slots] * decay_factors(dt, self.cfg.half_life_seconds))
 
     # ------------------------------------------------------------------ events
     def emit(
@@ -224,7 +238,7 @@ class ScopeState:
         )
 
     # ------------------------------------------------------------------ mutation
-    def open_cluster(self, x: npt.NDArray[np.float64], t: float, weight: float = 1.0) -> int:
+    def _open_cluster(self, x: npt.NDArray[np.float64], t: float, weight: float = 1.0) -> int:
         slot = self._alloc()
         self.cid[slot] = self.next_no
         self.slot_of[self.next_no] = slot
@@ -239,7 +253,7 @@ class ScopeState:
         self.status[slot] = CANDIDATE
         return slot
 
-    def record_member(
+    def _record_member(
         self,
         slot: int,
         x32: npt.NDArray[np.float32],
@@ -273,20 +287,321 @@ class ScopeState:
             self.emit("created", slot)
 
     def _warn_size(self, slot: int) -> None:
+        """Counted, not logged: adapters report them aggregated (one line, a metric)."""
         self.size_warned.add(int(self.cid[slot]))
         self.size_warnings += 1
-        log.warning(
-            "cluster %s in scope %s passed %d members",
-            self.cluster_id(slot),
-            self.name,
-            self.cfg.size_warning,
-        )
+        self.new_size_warnings.append(self.cluster_id(slot))
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Checkpoints written before a field existed load with that field's start value
-        (a rolling upgrade must not turn stored checkpoints into a crash loop)."""
-        state.setdefault("last_tick_time", None)
-        self.__dict__.update(state)
+    def retire(self, slot: int, reason: str) -> None:
+        """The cluster leaves the index with a `retired` event; its members leave memory."""
+        self.emit("retired", slot, reason=reason)
+        self._release(slot)
+
+    def fold(self, a: int, b: int, reason: str) -> int:
+        """Fold the lighter cluster into the heavier (older id on equal weight); returns the
+        absorber's slot. The absorbed id ends with a `merged` event naming it."""
+        ta, tb = float(self.tref[a]), float(self.tref[b])
+        t = max(ta, tb)
+        hl = self.cfg.half_life_seconds
+        wa = float(self.w[a]) * decay_factor(t - ta, hl)
+        wb = float(self.w[b]) * decay_factor(t - tb, hl)
+        if (wb, -self.cid[b]) > (wa, -self.cid[a]):
+            a, b = b, a
+            wa, wb = wb, wa
+        fa = wa / self.w[a] if self.w[a] else 0.0
+        fb = wb / self.w[b] if self.w[b] else 0.0
+        self.ls[a] = self.ls[a] * fa + self.ls[b] * fb
+        self.w[a] = wa + wb
+        self.tref[a] = t
+        n = math.sqrt(float(self.ls[a] @ self.ls[a]))
+        self.norm[a] = n
+        self.cent[a] = self.ls[a] / n if n > 0 else 0.0
+        self.t_first[a] = min(self.t_first[a], self.t_first[b])
+        self.t_last[a] = max(self.t_last[a], self.t_last[b])
+        moved = self.members[b]
+        self.members[a].update(moved)
+        new_no = int(self.cid[a])
+        for item in moved:
+            self.item_slot[item] = a
+            self.moves[item] = new_no
+        self.members[b] = {}
+        self.facets[a].absorb(self.facets[b])
+        self._fold_reservoirs(a, b)
+        absorbed_id = self.cluster_id(b)
+        was_active = self.status[a] == ACTIVE
+        if self.status[b] == ACTIVE or self.w[a] >= self.cfg.min_weight:
+            self.status[a] = ACTIVE
+        self.emit("merged", a, related=[absorbed_id], reason=reason)
+        if not was_active and self.status[a] == ACTIVE:
+            self.emit("created", a)
+        self._release(b)
+        self.touched.add(a)
+        return a
+
+    def _fold_reservoirs(self, a: int, b: int) -> None:
+        """The newest members of both rings, oldest first (the next write replaces it)."""
+        r = self.cfg.reservoir_size
+        entries = []
+        for s in (a, b):
+            for p, item in enumerate(self.res_ids[s]):
+                if item is not None:
+                    entries.append((-self.res_time[s, p], item, s, p))
+        entries.sort()
+        keep = entries[:r][::-1]
+        vec = np.zeros((r, self.dim), dtype=np.float32)
+        times = np.zeros(r)
+        ids: list[str | None] = [None] * r
+        for p, (nt, item, s, q) in enumerate(keep):
+            vec[p] = self.res_vec[s, q]
+            times[p] = -nt
+            ids[p] = item
+        self.res_vec[a] = vec
+        self.res_time[a] = times
+        self.res_ids[a] = ids
+        self.res_next[a] = len(keep)
+
+    def unfold(
+        self, slot: int, parts: list[tuple[float, npt.NDArray[np.float64], list[str | None]]]
+    ) -> list[str]:
+        """Split parts out of a cluster: each part (share of the cluster, mean vector, the
+        member items seen in it) becomes a new cluster holding that share of the weight and
+        the listed members still in the cluster's reservoir (only those have vectors). The
+        cluster keeps its id and the rest; one `split` event per part names exactly the
+        items that moved. Returns the new cluster ids."""
+        parts_done: list[tuple[int, list[str]]] = []
+        for share, mean, items in parts:
+            w_new = float(self.w[slot] * share)
+            t = float(self.tref[slot])
+            ns = self._open_cluster(mean / max(float(np.linalg.norm(mean)), 1e-12), t, weight=1.0)
+            self.ls[ns] = mean * w_new
+            self.w[ns] = w_new
+            self.norm[ns] = float(np.linalg.norm(self.ls[ns]))
+            self.cent[ns] = self.ls[ns] / self.norm[ns]
+            self.ls[slot] -= self.ls[ns]
+            self.w[slot] -= w_new
+            self.status[ns] = ACTIVE if w_new >= self.cfg.min_weight else CANDIDATE
+            moved: list[str] = []
+            for it in items:
+                if it is None or it not in self.members[slot] or it not in self.res_ids[slot]:
+                    continue  # left the cluster, or its vector left the reservoir, since the start
+                m = self.members[slot].pop(it)
+                p = self.res_ids[slot].index(it)
+                vec = self.res_vec[slot, p].copy()
+                self.res_ids[slot][p] = None
+                self.facets[slot].add(m.facets, -1)
+                self._record_member(ns, vec, it, m.document_id, m.event_time, m.facets)
+                moved.append(it)
+            self.t_first[ns] = min((m.event_time for m in self.members[ns].values()), default=t)
+            self.t_last[ns] = max((m.event_time for m in self.members[ns].values()), default=t)
+            parts_done.append((ns, sorted(moved)))
+        n = float(np.linalg.norm(self.ls[slot]))
+        self.norm[slot] = n
+        self.cent[slot] = self.ls[slot] / n
+        for ns, moved_items in parts_done:
+            # one event per new part, so each names exactly the items that moved into it
+            self.emit("split", slot, related=[self.cluster_id(ns)], moved=moved_items)
+            if self.status[ns] == ACTIVE:
+                self.emit("created", ns)
+        self.touched.add(slot)
+        return [self.cluster_id(ns) for ns, _ in parts_done]
+
+    def remove(self, item_id: str) -> str | None:
+        """Remove a member (upstream tombstone); returns the id of the cluster it left, None
+        when the item is unknown. Exact when its vector is still in the cluster's
+        reservoir; otherwise its weight leaves and the centroid keeps its direction."""
+        slot = self.item_slot.get(item_id)
+        if slot is None:
+            return None
+        left = self.cluster_id(slot)
+        m = self.members[slot].pop(item_id)
+        self.item_slot.pop(item_id, None)
+        self.moves[item_id] = -1
+        self.facets[slot].add(m.facets, -1)
+        if not self.members[slot]:
+            self.retire(slot, "emptied")
+            return left
+        wt = decay_factor(max(self.tref[slot] - m.event_time, 0.0), self.cfg.half_life_seconds)
+        wt = min(wt, float(self.w[slot]) * (1 - 1e-9))
+        if item_id in self.res_ids[slot]:
+            p = self.res_ids[slot].index(item_id)
+            self.ls[slot] -= wt * self.res_vec[slot, p].astype(np.float64)
+            self.res_ids[slot][p] = None
+            self.w[slot] -= wt
+        else:
+            old = float(self.w[slot])
+            self.w[slot] = old - wt
+            self.ls[slot] *= self.w[slot] / old
+        n = float(np.linalg.norm(self.ls[slot]))
+        if n < 1e-9:
+            self.retire(slot, "emptied")
+        else:
+            self.norm[slot] = n
+            self.cent[slot] = self.ls[slot] / n
+            if self.status[slot] == ACTIVE:
+                self.emit("updated", slot, moved=[item_id], reason="member_deleted")
+        return left
+
+    def emit_updates(self) -> None:
+        """One `updated` event per active cluster touched since the last call, by id."""
+        for slot in sorted(self.touched, key=lambda s: int(self.cid[s])):
+            if self.cid[slot] >= 0 and self.status[slot] == ACTIVE:
+                self.emit("updated", slot)
+        self.touched.clear()
+
+    # ------------------------------------------------------------------ checkpoints
+    def export(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """The live part of the scope as JSON-able fields and arrays (checkpoint.py writes
+        them). Only live slots are written, and of their reservoirs only filled positions;
+        free slots keep their numbers (`free`, `cap`), so a restored scope allocates the
+        same slots, searches the same matrix and continues byte for byte."""
+        live = self.live_slots()
+        live_l = live.tolist()
+        facet_index: dict[Facets, int] = {EMPTY: 0}
+        m_ids: list[str] = []
+        m_docs: list[str | None] = []
+        m_slot: list[int] = []
+        m_time: list[float] = []
+        m_facet: list[int] = []
+        r_ids: list[str] = []
+        r_slot: list[int] = []
+        r_pos: list[int] = []
+        for s in live_l:
+            for item, m in self.members[s].items():
+                m_ids.append(item)
+                m_docs.append(m.document_id)
+                m_slot.append(s)
+                m_time.append(m.event_time)
+                m_facet.append(facet_index.setdefault(m.facets, len(facet_index)))
+            for p, rid in enumerate(self.res_ids[s]):
+                if rid is not None:
+                    r_ids.append(rid)
+                    r_slot.append(s)
+                    r_pos.append(p)
+        rs = np.asarray(r_slot, dtype=np.int64)
+        rp = np.asarray(r_pos, dtype=np.int64)
+        fields: dict[str, Any] = {
+            "embedding_type": self.key.embedding_type,
+            "embedding_model": self.key.embedding_model,
+            "fields": [list(kv) for kv in self.key.fields],
+            "dim": self.dim,
+            "cap": self.cap,
+            "n_used": self.n_used,
+            "free": list(self.free),
+            "seq": self.seq,
+            "watermark": None if self.watermark == -math.inf else self.watermark,
+            "last_tick_time": self.last_tick_time,
+            "next_no": self.next_no,
+            "event_seq": self.event_seq,
+            "touched": sorted(self.touched),
+            "dirty": sorted(self.dirty),
+            "size_warned": sorted(self.size_warned),
+            "size_warnings": self.size_warnings,
+            "drift_detected": bool(self.adwin.drift_detected),
+            "block_new": self.block_new,
+            "drift_pending": self.drift_pending,
+            "drifts": self.drifts,
+            "items_since_recon": self.items_since_recon,
+            "last_recon_time": self.last_recon_time,
+            "recon_runs": self.recon_runs,
+            "facet_counts": [
+                [dict(c) for c in (f.terms, f.entities, f.domains, f.event_types)]
+                for f in (self.facets[s] for s in live_l)
+            ],
+            "facet_table": [
+                [list(f.terms), list(f.entities), f.domain, f.event_type] for f in facet_index
+            ],
+            "member_ids": m_ids,
+            "member_documents": m_docs,
+            "reservoir_ids": r_ids,
+        }
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "slots": live,
+            "ls": self.ls[live],
+            "cent": self.cent[live],
+            "w": self.w[live],
+            "tref": self.tref[live],
+            "norm": self.norm[live],
+            "t_first": self.t_first[live],
+            "t_last": self.t_last[live],
+            "cid": self.cid[live],
+            "status": self.status[live],
+            "res_next": self.res_next[live],
+            "member_slot": np.asarray(m_slot, dtype=np.int64),
+            "member_time": np.asarray(m_time, dtype=np.float64),
+            "member_facet": np.asarray(m_facet, dtype=np.int64),
+            "res_slot": rs,
+            "res_pos": rp,
+            "res_vec": self.res_vec[rs, rp],
+            "res_time": self.res_time[rs, rp],
+            # river's own serialisation of its ADWIN window (a few hundred bytes)
+            "adwin": np.frombuffer(self.adwin._helper.__getstate__(), dtype=np.uint8),
+        }
+        return fields, arrays
+
+    @classmethod
+    def restore(
+        cls, cfg: EngineConfig, fields: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]
+    ) -> ScopeState:
+        """The inverse of `export`."""
+        key = ScopeKey(
+            fields["embedding_type"],
+            fields["embedding_model"],
+            tuple((str(k), str(v)) for k, v in fields["fields"]),
+        )
+        st = cls(key, int(fields["dim"]), cfg)
+        st.free = []
+        st._grow(int(fields["cap"]))
+        st.free = [int(x) for x in fields["free"]]
+        st.n_used = int(fields["n_used"])
+        live = arrays["slots"]
+        for name in ("ls", "cent", "w", "tref", "norm", "t_first", "t_last", "cid", "status"):
+            getattr(st, name)[live] = arrays[name]
+        st.res_next[live] = arrays["res_next"]
+        st.slot_of = {int(c): int(s) for c, s in zip(arrays["cid"], live, strict=True)}
+        table = [EMPTY] + [
+            Facets(tuple(t), tuple(e), d, ev) for t, e, d, ev in fields["facet_table"][1:]
+        ]
+        for s, counts in zip(live.tolist(), fields["facet_counts"], strict=True):
+            f = st.facets[s]
+            for counter, values in zip(
+                (f.terms, f.entities, f.domains, f.event_types), counts, strict=True
+            ):
+                counter.update(values)
+        m_slot = arrays["member_slot"].tolist()
+        m_time = arrays["member_time"].tolist()
+        m_facet = arrays["member_facet"].tolist()
+        for item, doc, s, t, fi in zip(
+            fields["member_ids"], fields["member_documents"], m_slot, m_time, m_facet, strict=True
+        ):
+            st.members[s][item] = Member(doc, t, table[fi])
+            st.item_slot[item] = s
+        rs, rp = arrays["res_slot"], arrays["res_pos"]
+        st.res_vec[rs, rp] = arrays["res_vec"]
+        st.res_time[rs, rp] = arrays["res_time"]
+        for item, s, p in zip(fields["reservoir_ids"], rs.tolist(), rp.tolist(), strict=True):
+            st.res_ids[s][p] = item
+        st.seq = int(fields["seq"])
+        wm = fields["watermark"]
+        st.watermark = -math.inf if wm is None else float(wm)
+        st.last_tick_time = fields["last_tick_time"]
+        st.next_no = int(fields["next_no"])
+        st.event_seq = int(fields["event_seq"])
+        st.touched = {int(x) for x in fields["touched"]}
+        st.dirty = {int(x) for x in fields["dirty"]}
+        st.size_warned = {int(x) for x in fields["size_warned"]}
+        st.size_warnings = int(fields["size_warnings"])
+        try:
+            st.adwin._helper.__setstate__(arrays["adwin"].tobytes())
+        except Exception as exc:  # river's format: a river upgrade may change it
+            raise CheckpointError(f"drift detector state of scope {st.name}: {exc}") from exc
+        st.adwin._drift_detected = bool(fields["drift_detected"])
+        st.block_new = int(fields["block_new"])
+        st.drift_pending = bool(fields["drift_pending"])
+        st.drifts = int(fields["drifts"])
+        st.items_since_recon = int(fields["items_since_recon"])
+        st.last_recon_time = fields["last_recon_time"]
+        st.recon_runs = int(fields["recon_runs"])
+        return st
 
     def refresh_centroids(self) -> None:
         """Bring the centroid rows of clusters folded into since the last call up to date."""

@@ -36,6 +36,29 @@ def to_epoch_seconds(value: Any) -> float:
     return check_event_time(dt.timestamp())
 
 
+def granularity_time(
+    embedding_type: str, metadata: dict[str, Any], document_time: Any = None
+) -> Any:
+    """The date that is an item's event time, per granularity; the live stream (`fan_out`)
+    and the Stage 3 backfill both use it, so history and the live stream cluster alike.
+
+    documents: `publication_date`; events: `temporal_reference`, else the document's date;
+    storylines: the END of `temporal_span` (a storyline is complete, and the live stream
+    emits it, at its latest event), else its start, else the document's date; entities: their
+    document's date. The document's date is `publication_date` in the item's own metadata,
+    else `document_time`. Returns None when none is known."""
+    own: Any = None
+    if embedding_type == "event":
+        own = metadata.get("temporal_reference")
+    elif embedding_type == "storyline":
+        span = metadata.get("temporal_span")
+        if isinstance(span, list | tuple):
+            own = next((s for s in reversed(span) if s not in (None, "")), None)
+    if own in (None, ""):
+        own = metadata.get("publication_date")
+    return document_time if own in (None, "") else own
+
+
 class VectorEvent(BaseModel):
     """One embedding to cluster. `vector` is a JSON float array or base64 little-endian f32."""
 
@@ -49,7 +72,9 @@ class VectorEvent(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     vector: Vector
 
-    @field_validator("event_time", mode="before")
+    # the schema file says what senders may write (ISO 8601 text or epoch seconds), not the
+    # epoch float the model holds after validation
+    @field_validator("event_time", mode="before", json_schema_input_type=float | str)
     @classmethod
     def _epoch(cls, value: Any) -> float:
         return to_epoch_seconds(value)
@@ -119,7 +144,8 @@ class EmbeddedDocument(BaseModel):
     embedding_metadata: dict[str, Any] = Field(default_factory=dict)
 
     def fan_out(self) -> list[VectorEvent]:
-        """Per-vector events; event time is the document's normalised date, else embedded_at."""
+        """Per-vector events. The document's time is its normalised date, else embedded_at;
+        events and storylines carry their own (`granularity_time`)."""
         model = str(self.embedding_metadata.get("model_name") or "unknown-model")
         doc = self.document_embedding
         when: Any = (doc.normalized_date if doc and doc.normalized_date else None) or (
@@ -133,13 +159,14 @@ class EmbeddedDocument(BaseModel):
 
         def add(kind: str, item_id: str, vector: Vector, meta: dict[str, Any]) -> None:
             merged = {"title": title, **meta} if title else dict(meta)
+            own = granularity_time(kind, {k: v for k, v in meta.items() if k != "publication_date"})
             out.append(
                 VectorEvent(
                     item_id=item_id,
                     document_id=self.document_id,
                     embedding_type=kind,  # type: ignore[arg-type]
                     embedding_model=model,
-                    event_time=t,
+                    event_time=t if own is None else to_epoch_seconds(own),
                     metadata=merged,
                     vector=vector,
                 )
@@ -164,6 +191,7 @@ class EmbeddedDocument(BaseModel):
             meta = {
                 "domain": st.domain,
                 "primary_entities": st.primary_entities,
+                "temporal_span": st.temporal_span,
                 "text": st.storyline_summary,
                 **st.metadata,
             }

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from schemas.errors import ClustererError
+
 FloatArray = npt.NDArray[np.float32]
 
 
-class InputError(ValueError):
+class InputError(ClustererError, ValueError):
     """A bad input, with a stable machine-readable reason code for dead letters and metrics.
     `error_class` names the exception that revealed it (dead letters carry it), so an
     operator can tell a foreseen rejection from a parser or validator failure."""

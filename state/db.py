@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from schemas.errors import ClustererError
 from schemas.outputs import ReconsolidationRecord
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ OffsetRow = tuple[str, int, int, int, int | None]
 is stored now (None: no row yet). The commit only goes through if that belief holds."""
 
 
-class Fenced(Exception):
+class Fenced(ClustererError):
     """Another worker advanced a partition since this one loaded it: this worker's state for
     that partition is stale (a zombie after a rebalance it has not seen yet). Its batch is
     rolled back whole; it must reload the partition from Postgres, never retry the batch."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from confluent_kafka import KafkaException
 
-from processors.scope import ScopeKey
+from schemas.errors import ClustererError
 from schemas.inputs import EMBEDDING_TYPES
 
 if TYPE_CHECKING:
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from processors import ScopeKey
     from stream.replay import ReplayInputError, load_config, load_inputs, run
 
     try:
@@ -42,6 +42,7 @@ def _replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             assignments_out=out_fh,
             progress=sys.stderr.isatty() and not args.quiet,
+            live=args.as_live,
         )
     finally:
         if out_fh is not None:
@@ -51,12 +52,18 @@ def _replay(args: argparse.Namespace) -> int:
             np.save(args.labels_out, result.labels)
         if args.clusters_out:
             with args.clusters_out.open("w", encoding="utf-8") as fh:
-                for c in result.engine.snapshot():
+                for c in result.engine.results():
                     fh.write(c.model_dump_json() + "\n")
     except OSError as exc:
         print(f"clusterer replay: cannot write output: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
+        if result.size_warnings:
+            print(
+                f"clusterer replay: {result.size_warnings} cluster(s) passed "
+                f"{config.size_warning} members (size_warning)",
+                file=sys.stderr,
+            )
         covered = float((result.labels >= 0).mean())
         summary = {
             "items": int(result.labels.size),
@@ -142,6 +149,7 @@ def _produce(args: argparse.Namespace) -> int:
         not args.vector_events,
         args.seed,
         model=args.model,
+        granularities=not args.documents_only,
     )
     print(f"produced {n} synthetic Stage 3 messages")
     return 0
@@ -152,6 +160,85 @@ def _watch(args: argparse.Namespace) -> int:
 
     watch(_settings(args), args.seconds, args.interval)
     return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from stream.backfill import offline, publish, summary
+    from stream.replay import load_config
+    from stream.stage3 import Stage3Error, open_directory
+
+    def fail(msg: str) -> int:
+        print(f"clusterer backfill: {msg}", file=sys.stderr)
+        return 2
+
+    if args.offline and args.clusters_out is None:
+        return fail("--offline needs --clusters-out FILE")
+    if args.publish and (args.clusters_out or args.assignments_out):
+        return fail("--clusters-out and --assignments-out go with --offline, not --publish")
+    config = load_config(args.config) if args.offline else None
+    try:
+        directory = open_directory(args.indices, model=args.model)
+    except Stage3Error as exc:
+        return fail(str(exc))
+    bar = sys.stderr.isatty() and not args.quiet
+    if args.publish:
+        n = publish(directory, _settings(args), args.topic, progress=bar)
+        if not args.quiet:
+            print(summary(directory, None, n), file=sys.stderr)
+        return 0
+    assert config is not None
+    try:
+        clusters = args.clusters_out.open("w", encoding="utf-8")
+        assignments = (
+            args.assignments_out.open("w", encoding="utf-8") if args.assignments_out else None
+        )
+    except OSError as exc:
+        return fail(f"cannot write output: {exc}")
+    try:
+        outcomes = offline(directory, config, clusters, assignments, args.batch_size, bar)
+    finally:
+        clusters.close()
+        if assignments is not None:
+            assignments.close()
+    if not args.quiet:
+        print(summary(directory, outcomes, None), file=sys.stderr)
+    return 0
+
+
+def _stage3_fixture(args: argparse.Namespace) -> int:
+    from stream.stage3_fixture import (
+        FixtureInputError,
+        FixtureOptions,
+        load_inputs,
+        parse_range,
+        write_directory,
+    )
+
+    try:
+        x, titles, ids = load_inputs(args.vectors, args.items, args.title_field, args.id_field)
+        options = FixtureOptions(
+            count=args.count,
+            start_time=to_epoch(args.start),
+            seconds_per_item=args.seconds_per_item,
+            seed=args.seed,
+            model=args.model,
+            types=tuple(t.strip() for t in args.types.split(",") if t.strip()),
+            events=parse_range(args.events),
+            entities=parse_range(args.entities),
+            storylines=parse_range(args.storylines),
+        )
+        counts = write_directory(args.out, x, titles, ids, options)
+    except (FixtureInputError, ValueError) as exc:
+        print(f"clusterer stage3-fixture: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(args.out), "vectors": counts}))
+    return 0
+
+
+def to_epoch(text: str) -> float:
+    from schemas.inputs import to_epoch_seconds
+
+    return to_epoch_seconds(text)
 
 
 def _retention(args: argparse.Namespace) -> int:
@@ -176,8 +263,16 @@ def _retention(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stream.buildinfo import describe
+
     p = argparse.ArgumentParser(prog="clusterer", description=__doc__)
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--version", action="version", version=describe())
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("replay", help="run the engine over .npy vectors offline")
     r.add_argument("--vectors", type=Path, required=True, help="float32 rows (N, d)")
@@ -191,7 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--assignments-out", type=Path)
     r.add_argument("--labels-out", type=Path)
     r.add_argument("--clusters-out", type=Path)
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bar, summary or warnings")
+    r.add_argument(
+        "--as-live",
+        action="store_true",
+        help="skip the final maintenance pass a file's end triggers, to compare exactly with a "
+        "live service that consumed the same records (see README)",
+    )
     r.set_defaults(func=_replay)
     s = sub.add_parser("schemas", help="write the JSON Schema files of the contracts")
     s.add_argument(
@@ -229,33 +330,87 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--model", default="synthetic-mpnet", help="embedding model name (scope)")
     pr.add_argument("--vector-events", action="store_true", help="per-vector events, not documents")
+    pr.add_argument(
+        "--documents-only", action="store_true", help="documents without events/entities/storylines"
+    )
     pr.set_defaults(func=_produce)
     wa = service_cmd("watch", "live view of the biggest clusters and the lag")
     wa.add_argument("--seconds", type=float, default=30.0)
     wa.add_argument("--interval", type=float, default=2.0)
     wa.set_defaults(func=_watch)
+    bf = service_cmd("backfill", "cluster a Stage 3 index directory (publish it, or offline)")
+    bf.add_argument("--indices", type=Path, required=True, help="Stage 3 vector_indices dir")
+    mode = bf.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--publish", action="store_true", help="send to the input topic")
+    mode.add_argument("--offline", action="store_true", help="run the engine here, write JSONL")
+    bf.add_argument("--clusters-out", type=Path, help="ClusterResult JSONL (--offline)")
+    bf.add_argument("--assignments-out", type=Path, help="assignment JSONL (--offline)")
+    bf.add_argument("--model", help="embedding model where the metadata names none")
+    bf.add_argument("--topic", help="input topic (default: the first of CLUSTERER_INPUT_TOPICS)")
+    bf.add_argument("--config", type=Path, help="TOML with an [engine] table (--offline)")
+    bf.add_argument("--batch-size", type=int, default=1024)
+    bf.add_argument("--quiet", action="store_true")
+    bf.set_defaults(func=_backfill)
+    fx = sub.add_parser("stage3-fixture", help="write a Stage 3 index directory from vectors")
+    fx.add_argument("--vectors", type=Path, required=True, help="float rows (N, d), one per item")
+    fx.add_argument("--items", type=Path, required=True, help="JSONL, one object per row")
+    fx.add_argument("--out", type=Path, required=True)
+    fx.add_argument("--title-field", default="title", help="field of an item holding its title")
+    fx.add_argument("--id-field", help="field of an item holding its id (for source_url)")
+    fx.add_argument("--count", type=int, help="documents to write (rows repeat); default: rows")
+    fx.add_argument("--start", default="2025-12-01T00:00:00Z", help="first publication date")
+    fx.add_argument("--seconds-per-item", type=float, default=60.0)
+    fx.add_argument("--seed", type=int, default=0)
+    fx.add_argument("--model", help="write this model_name into every entry's metadata")
+    fx.add_argument("--types", default="documents,events,entities,storylines")
+    fx.add_argument("--events", default="2-4", help="events per document (n or lo-hi)")
+    fx.add_argument("--entities", default="3-5", help="entities per document")
+    fx.add_argument("--storylines", default="1-2", help="storylines per document")
+    fx.set_defaults(func=_stage3_fixture)
     rt = sub.add_parser("retention", help="remove what the retention policy names, once")
     rt.add_argument("--dry-run", action="store_true", help="count per table; change nothing")
     rt.set_defaults(func=_retention)
     return p
 
 
+def _no_faiss(exc: ModuleNotFoundError, command: str) -> int:
+    """`pip install .` without an extra: one line that says what to install."""
+    if exc.name != "faiss":
+        raise exc
+    print(
+        f"clusterer {command}: faiss is not installed; install the project with"
+        " exactly one of the extras [cpu] or [gpu] (README: GPU)",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    from stream.replay import ReplayInputError
+    from stream.logs import configure, log_format_from_env
     from stream.settings import SettingsError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        configure(args.log_level, log_format_from_env())
+    except (SettingsError, ValueError) as exc:  # ValueError: an unknown --log-level
+        print(f"clusterer: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "batch_size", 1) < 1:
         print("clusterer: --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
+        import stream.replay  # noqa: F401 - loads faiss: say which extra is missing
+    except ModuleNotFoundError as exc:
+        return _no_faiss(exc, args.command)
+    try:
         return int(args.func(args))
-    except (SettingsError, ReplayInputError) as exc:
+    except ClustererError as exc:
         print(f"clusterer {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        return _no_faiss(exc, args.command)
     except (OSError, RuntimeError, KafkaException) as exc:
         print(f"clusterer {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -27,14 +27,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import TopicPartition
 
 from state.db import Store
 
 POISON_AT = 3
 TP = tuple[str, int]
+
+
+class Record(Protocol):
+    """What the guard reads of a consumed message (confluent_kafka.Message has it)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+
+
+M = TypeVar("M", bound=Record)
 
 
 @dataclass(frozen=True)
@@ -67,11 +78,11 @@ def recorder(
 
 
 @dataclass
-class Admitted:
+class Admitted(Generic[M]):
     """What a batch may process, what it must dead-letter as poison, where to rewind."""
 
-    keep: list[Message] = field(default_factory=list)
-    poison: list[Message] = field(default_factory=list)
+    keep: list[M] = field(default_factory=list)
+    poison: list[M] = field(default_factory=list)
     rewind: list[TopicPartition] = field(default_factory=list)
 
 
@@ -94,13 +105,13 @@ class CrashLoopGuard:
         (a failed transaction, a fenced commit): not an attempt of those records."""
         self._excused.add((topic, partition))
 
-    def admit(self, msgs: list[Message]) -> Admitted:
-        by_tp: dict[TP, list[Message]] = {}
+    def admit(self, msgs: list[M]) -> Admitted[M]:
+        by_tp: dict[TP, list[M]] = {}
         for m in msgs:
             by_tp.setdefault((str(m.topic()), int(m.partition() or 0)), []).append(m)
         if not by_tp:
             return Admitted()
-        take: dict[TP, list[Message]] = {}
+        take: dict[TP, list[M]] = {}
         for tp, ms in by_tp.items():
             take[tp] = ms[:1] if self._isolating(tp, ms[0]) else ms
         spans = [
@@ -110,7 +121,7 @@ class CrashLoopGuard:
         ]
         self._excused -= set(by_tp)
         counts = self._record(spans) if spans else {}
-        out = Admitted()
+        out: Admitted[M] = Admitted()
         for tp, ms in by_tp.items():
             attempts, until = counts.get(tp, (1, -1))
             if attempts >= 2:
@@ -125,7 +136,7 @@ class CrashLoopGuard:
             out.keep.extend(mine)
         return out
 
-    def _isolating(self, tp: TP, first: Message) -> bool:
+    def _isolating(self, tp: TP, first: Record) -> bool:
         until = self._until.get(tp)
         if until is None:
             return False
@@ -135,5 +146,5 @@ class CrashLoopGuard:
         return True
 
 
-def _off(m: Message) -> int:
+def _off(m: Record) -> int:
     return int(m.offset() or 0)

@@ -26,9 +26,10 @@ from schemas.validation import InputError
 
 Header = tuple[str, str | bytes | None]
 Stage = Literal["router", "worker"]
-MAX_VALUE_BYTES = 1_000_000
-"""A dead letter's value is cut to this so that it always fits the broker's message limit
-(the payload limit is 1 MB too, so only foreign oversize messages are ever cut)."""
+MAX_VALUE_BYTES = 1_040_000
+"""A dead letter's value is cut to this so that it fits the broker's default message limit
+(1 MiB) with its headers; inputs over the 1 MB payload limit but under the broker's limit
+travel whole."""
 
 
 def origin_headers(msg: Message) -> list[Header]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream.metrics import REGISTRY
+from stream import metrics
 
 
 class Health:
@@ -46,7 +46,8 @@ def serve(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServ
                 ok, detail = health.ready_check()
                 self._send(200 if ok else 503, json.dumps({"ready": ok, **detail}).encode())
             elif self.path == "/metrics":
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                metrics.ready.set(int(health.ready_check()[0]))
+                self._send(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
             else:
                 self._send(404, b'{"error":"not found"}')
 

@@ -46,13 +46,14 @@ class LabelTracker:
                 raise RuntimeError("merge redirects form a cycle")
         return cluster_id
 
-    def final(self, item_id: str, candidates: set[str]) -> str | None:
+    def final(self, item_id: str) -> str | None:
         """The item's cluster at the end, or None when it ended in no real cluster (its
-        candidate expired or never reached the minimum weight)."""
+        candidate expired, or never reached the minimum weight: a cluster that is still a
+        candidate has had no `created` event, since promotion is one-way)."""
         cid = self.current.get(item_id)
         if cid is None:
             return None
         cid = self.resolve(cid)
-        if cid in self.dead or cid in candidates or cid not in self.created:
+        if cid in self.dead or cid not in self.created:
             return None
         return cid

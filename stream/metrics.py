@@ -3,9 +3,30 @@ reason, kind); cluster and item ids never become label values."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from stream.buildinfo import version
 
 REGISTRY = CollectorRegistry()
+# process_* (memory, CPU, open files), python_info and python_gc_*: what the default registry
+# exports, on the service's own registry (the default one is not served)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+build = Info("clusterer_build", "Version of the running service", registry=REGISTRY)
+build.info({"version": version()})
 
 consumed = Counter(
     "clusterer_events_consumed_total", "Input messages read", ["stage"], registry=REGISTRY
@@ -60,6 +81,12 @@ rebalances = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+ready = Gauge(
+    "clusterer_ready",
+    "1 when /readyz would answer 200 (partitions assigned, PostgreSQL reachable); set at"
+    " every scrape",
+    registry=REGISTRY,
+)
 redis_degraded = Gauge(
     "clusterer_redis_degraded",
     "1 while Redis is unreachable and the cache is stale",
@@ -81,6 +108,13 @@ fenced = Counter(
     " (the batch is dropped and the partition reloaded)",
     registry=REGISTRY,
 )
+
+
+def forget_partition(topic: str, partition: int) -> None:
+    """Drop a revoked partition's series: its owner reports it now, and a stale value here
+    would add phantom lag to every sum over the group."""
+    with contextlib.suppress(KeyError):
+        consumer_lag.remove(topic, str(partition))
 retention_removed = Counter(
     "clusterer_retention_rows_removed_total",
     "Rows removed by retention runs, by table",

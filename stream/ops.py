@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -31,9 +32,7 @@ def lag(s: Settings, timeout: float = 10.0) -> list[PartitionLag]:
     of the clustering group on the by-scope topic."""
     out: list[PartitionLag] = []
     for group, topics in ((s.router_group, s.input_topics), (s.group_id, (s.by_scope_topic,))):
-        c = Consumer(
-            {"bootstrap.servers": s.kafka_bootstrap, "group.id": group, "enable.auto.commit": False}
-        )
+        c = Consumer({**s.client_config(), "group.id": group, "enable.auto.commit": False})
         try:
             md = c.list_topics(timeout=timeout)
             tps = [
@@ -86,7 +85,7 @@ def forget_document(s: Settings, document_id: str) -> int:
     items = sorted({item for _, _, item in asyncio.run(find())})
     if not items:
         return 0
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True})
+    p = Producer(s.producer_config())
     md = p.list_topics(s.by_scope_topic, timeout=10)
     n_part = len(md.topics[s.by_scope_topic].partitions)
     for item in items:
@@ -108,16 +107,22 @@ def produce_synthetic(
     seed: int = 0,
     topic: str | None = None,
     model: str = "synthetic-mpnet",
+    granularities: bool = True,
 ) -> int:
-    """Publish the synthetic Stage 3 stream; `rate` events/s (0: as fast as possible)."""
-    p = Producer(
-        {"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
-    )
+    """Publish the synthetic Stage 3 stream; `rate` messages/s (0: as fast as possible).
+    `EmbeddedDocument`s carry the document's events, entities and storylines unless
+    `granularities` is off; per-vector events (`documents=False`) are document vectors."""
+    p = Producer(s.producer_config())
     target = topic or s.input_topics[0]
     t0 = time.monotonic()
-    for i, item in enumerate(synthetic.stories(count, dim, seed=seed)):
+    source: Iterator[tuple[synthetic.SyntheticItem, synthetic.DocumentFamily | None]] = (
+        synthetic.stage3_stream(count, dim, seed=seed)
+        if documents and granularities
+        else ((item, None) for item in synthetic.stories(count, dim, seed=seed))
+    )
+    for i, (item, family) in enumerate(source):
         if documents:
-            value = synthetic.embedded_document(item, model)
+            value = synthetic.embedded_document(item, model, family)
         else:
             value = synthetic.vector_event(item, model)
         while True:

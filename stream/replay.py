@@ -1,4 +1,13 @@
-"""`clusterer replay`: the engine over files, exactly as the service would run it."""
+"""`clusterer replay`: the engine over files, exactly as the service would run it.
+
+One difference is deliberate and switchable. A file has an end, a live stream has not: by
+default replay closes the stream with `Engine.flush()`, which applies a reconsolidation
+still computing and runs maintenance (fading, retirement, merges) over the last items. A
+running service reaches that point only when its next items arrive, so on the same input
+the two differ on the last ~`tick_items` items of each scope. `live=True`
+(`clusterer replay --as-live`) skips the final pass and ends exactly where a service that
+has consumed the same records stands.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +21,12 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from processors import Engine, EngineConfig
-from processors.scope import ScopeKey
+from processors import Batch, ClustererError, Engine, EngineConfig, ScopeKey
 from schemas.validation import InputError, check_matrix
 from stream.labels import LabelTracker
 
 
-class ReplayInputError(Exception):
+class ReplayInputError(ClustererError):
     """A bad input file: reported as one line and exit code 2."""
 
 
@@ -130,6 +138,8 @@ class ReplayOutput:
     labels: npt.NDArray[np.int64]
     cluster_ids: list[str | None]
     engine: Engine
+    size_warnings: int = 0
+    """clusters that passed `size_warning` members during the run (aggregated, not logged)."""
 
 
 def run(
@@ -139,22 +149,29 @@ def run(
     batch_size: int = 1024,
     assignments_out: IO[str] | None = None,
     progress: bool = False,
+    live: bool = False,
 ) -> ReplayOutput:
+    """Replay the inputs in batches of `batch_size` (the batching never changes the result).
+    `live`: no final maintenance pass (module docstring), as a running service."""
     engine = Engine(config)
+    warned = 0
     tracker = LabelTracker()
     n = inputs.vectors.shape[0]
     for start in range(0, n, batch_size):
         end = min(start + batch_size, n)
-        res = engine.process(
-            inputs.vectors[start:end],
-            inputs.ids[start:end],
-            inputs.times[start:end],
-            metadata=inputs.metadata[start:end] if inputs.metadata is not None else None,
-            scopes=scope,
+        res = engine.learn(
+            Batch(
+                inputs.vectors[start:end],
+                inputs.ids[start:end],
+                inputs.times[start:end],
+                metadata=inputs.metadata[start:end] if inputs.metadata is not None else None,
+                scopes=[scope] * (end - start),
+            )
         )
-        for i, item in enumerate(res.item_ids):
-            tracker.assigned(item, res.cluster_id(i))
+        for item, cid in zip(res.item_ids, res.cluster_ids, strict=True):
+            tracker.assigned(item, cid)
         tracker.apply(res.changes)
+        warned += len(res.size_warnings)
         if assignments_out is not None:
             for a in res.assignments():
                 assignments_out.write(a.model_dump_json() + "\n")
@@ -162,19 +179,14 @@ def run(
             done = end * 40 // n
             sys.stderr.write(f"\r[{'#' * done}{'.' * (40 - done)}] {end}/{n}")
             sys.stderr.flush()
-    tracker.apply(engine.flush().changes)
+    if not live:
+        tracker.apply(engine.flush().changes)
     if progress:
         sys.stderr.write("\n")
-    candidates = {
-        st.cluster_id(int(s))
-        for st in engine.scopes.values()
-        for s in st.live_slots()
-        if st.status[s] == 0
-    }
-    finals = [tracker.final(item, candidates) for item in inputs.ids]
+    finals = [tracker.final(item) for item in inputs.ids]
     numbering: dict[str, int] = {}
     labels = np.full(n, -1, dtype=np.int64)
-    for i, cid in enumerate(finals):
-        if cid is not None:
-            labels[i] = numbering.setdefault(cid, len(numbering))
-    return ReplayOutput(labels, finals, engine)
+    for i, final in enumerate(finals):
+        if final is not None:
+            labels[i] = numbering.setdefault(final, len(numbering))
+    return ReplayOutput(labels, finals, engine, warned)

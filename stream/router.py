@@ -14,8 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processors.config import EngineConfig
-from processors.engine import Engine
+from processors import Engine, EngineConfig
 from schemas.messages import decode_message
 from schemas.validation import InputError
 from stream import metrics, records
@@ -34,7 +33,6 @@ class Router:
         self.guard = guard
         # only for scope keys: the router never clusters
         self.scoper = Engine(engine_cfg)
-        common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
         self.consumer = Consumer(
             {
                 **s.consumer_config(s.router_group),
@@ -42,15 +40,13 @@ class Router:
             }
         )
         self.producer = Producer(
-            {
-                **common,
-                "transactional.id": f"{s.router_group}-{uuid.uuid4()}",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "partitioner": "murmur2_random",
-                # dead letters carry the original bytes, up to the broker's message limit
-                "message.max.bytes": 1_048_000,
-            }
+            s.producer_config(
+                **{
+                    "transactional.id": f"{s.router_group}-{uuid.uuid4()}",
+                    # dead letters carry the original bytes, up to the broker's message limit
+                    "message.max.bytes": 1_048_000,
+                }
+            )
         )
         self.producer.init_transactions(30)
         self.consumer.subscribe(list(s.input_topics), on_revoke=self._on_revoke)

@@ -12,8 +12,7 @@ from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any, Literal
 
-from processors.config import EngineConfig
-from processors.engine import warm_up
+from processors import EngineConfig, warm_up
 from state.cache import Cache
 from state.db import DB_ERRORS, Store, migrate
 from stream.crash_loop import CrashLoopGuard, recorder

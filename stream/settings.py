@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from state.retention import RetentionPolicy
 
+from schemas.errors import ClustererError
 
-class SettingsError(ValueError):
+
+class SettingsError(ClustererError, ValueError):
     pass
 
 
@@ -35,6 +37,9 @@ class Settings:
     default 500). The by-scope topic is transactional: records become readable when the
     router commits, and a fetch already parked at the broker may sit out its full wait
     before it sees them, which showed as ~0.5 s of tail latency (docs/benchmarks.md)."""
+    session_timeout_ms: int = 45_000
+    """how long the group waits for a silent member (librdkafka session.timeout.ms): after a
+    crash, its partitions move (or its restart gets them back) only after this."""
     checkpoint_items: int = 50_000
     migrate_on_start: bool = True
     engine_config: Path | None = None
@@ -75,16 +80,37 @@ class Settings:
     def router_group(self) -> str:
         return f"{self.group_id}.router"
 
+    def client_config(self) -> dict[str, Any]:
+        """What every Kafka client of the service gets: the brokers, and a Python logger for
+        librdkafka's own lines (without it they go raw to stderr, one per failed connect)."""
+        from stream.logs import kafka_logger
+
+        return {"bootstrap.servers": self.kafka_bootstrap, "logger": kafka_logger()}
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """Every producer of the service: idempotent (a retried send is never duplicated),
+        lz4, a short linger, keys hashed as the Java clients do (murmur2, so other tools
+        partition alike). Callers add what is theirs (a transactional id, a size limit)."""
+        return {
+            **self.client_config(),
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "partitioner": "murmur2_random",
+            **overrides,
+        }
+
     def consumer_config(self, group: str) -> dict[str, Any]:
         """What the router's and the clustering worker's consumers share: manual offsets,
         read_committed (the by-scope topic is transactional) and the short fetch wait."""
         return {
-            "bootstrap.servers": self.kafka_bootstrap,
+            **self.client_config(),
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": self.fetch_wait_ms,
+            "session.timeout.ms": self.session_timeout_ms,
         }
 
     @classmethod
@@ -107,6 +133,8 @@ class Settings:
         for name in ("partitions", "replication", "batch_max", "checkpoint_items", "fetch_wait_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"CLUSTERER_{name.upper()} must be at least 1")
+        if self.session_timeout_ms < 3000:  # below the broker's group.min.session.timeout.ms
+            raise SettingsError("CLUSTERER_SESSION_TIMEOUT_MS must be at least 3000")
         if not self.input_topics:
             raise SettingsError("CLUSTERER_INPUT_TOPICS must name at least one topic")
         if not 0.0 <= self.retention_interval_seconds < float("inf"):

@@ -31,25 +31,28 @@ def topic_specs(s: Settings) -> list[NewTopic]:
 def ensure_topics(s: Settings, include_inputs: bool = False, timeout: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Inputs are normally owned upstream
     and only created here for the demo and the tests."""
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient(s.client_config())
     specs = topic_specs(s)
     if include_inputs:
         specs += [
             NewTopic(t, num_partitions=s.partitions, replication_factor=s.replication)
             for t in s.input_topics
         ]
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    todo = [t for t in specs if t.topic not in existing]
-    if not todo:
-        return []
-    created = []
-    for name, fut in admin.create_topics(todo, operation_timeout=timeout).items():
-        try:
-            fut.result(timeout)
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another worker won the race
-                raise
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+        todo = [t for t in specs if t.topic not in existing]
+        if not todo:
+            return []
+        created = []
+        for name, fut in admin.create_topics(todo, operation_timeout=timeout).items():
+            try:
+                fut.result(timeout)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another worker won the race
+                    raise
+    finally:
+        admin.poll(0)  # hands librdkafka's queued log lines to Python logging
     log.info("created topics %s", created)
     return created
 
@@ -58,12 +61,15 @@ def delete_topics(s: Settings, include_inputs: bool = False, timeout: float = 30
     """Delete this deployment's topics (and its inputs when asked); returns the names
     deleted. For test and benchmark runs that create a prefix each: left behind, their
     partitions pile up on the broker and slow it down."""
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient(s.client_config())
     names = {t.topic for t in topic_specs(s)} | (set(s.input_topics) if include_inputs else set())
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    todo = sorted(names & existing)
-    if not todo:
-        return []
-    for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
-        fut.result(timeout)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+        todo = sorted(names & existing)
+        if not todo:
+            return []
+        for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
+            fut.result(timeout)
+    finally:
+        admin.poll(0)
     return todo

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import logging
-import pickle
 import time
 import uuid
 from collections.abc import Callable
@@ -30,10 +29,16 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from processors.config import EngineConfig
-from processors.engine import BatchResult, Engine
-from processors.representatives import document_frequency
-from processors.scope import ACTIVE, ScopeState
+from processors import (
+    Batch,
+    BatchResult,
+    CheckpointError,
+    ClusterState,
+    Engine,
+    EngineConfig,
+    Move,
+    ScopeKey,
+)
 from schemas.validation import InputError
 from state.cache import Cache
 from state.db import DB_ERRORS, BatchWrite, ClusterRow, Fenced, ItemRow, PartitionState, Store
@@ -98,21 +103,11 @@ class Worker:
         self.postgres_ok = True
         self.newest_event_time = -np.inf
         self._lag_at = 0.0
-        self._warned: dict[str, int] = {}
         self._settled: dict[int, int] = {}  # published offset last written per partition
         self._db_since: float | None = None  # start of the database call in flight
         self._kafka_committed: dict[int, int] = {}  # position last committed to Kafka
-        common: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap}
         self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
-        self.producer = Producer(
-            {
-                **common,
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "partitioner": "murmur2_random",
-            }
-        )
+        self.producer = Producer(s.producer_config())
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def run_sync(self, coro: Any) -> Any:
@@ -131,8 +126,18 @@ class Worker:
         st: PartitionState = self._retry_db(
             functools.partial(self.store.load_partition, self.s.group_id, self.topic, partition)
         )
-        engine = pickle.loads(st.checkpoint) if st.checkpoint else Engine(self.cfg)
-        start = st.checkpoint_offset if st.checkpoint_offset is not None else 0
+        engine, start = Engine(self.cfg), 0
+        if st.checkpoint:
+            try:
+                engine = Engine.restore(st.checkpoint)
+                start = st.checkpoint_offset if st.checkpoint_offset is not None else 0
+            except CheckpointError as exc:
+                # e.g. a pickle from before checkpoint format 1: rebuild from the start of
+                # the partition instead (records below the stored offset are not written
+                # again, below the published offset not published again)
+                log.warning(
+                    "partition %d: checkpoint not used (%s); reading from 0", partition, exc
+                )
         stored = st.next_offset if st.next_offset is not None else start
         published = st.published_offset if st.published_offset is not None else start
         self.runs[partition] = PartitionRun(
@@ -166,6 +171,7 @@ class Worker:
         for tp in partitions:
             self.runs.pop(tp.partition, None)
             self.guard.forget(tp.topic, tp.partition)
+            metrics.forget_partition(self.topic, tp.partition)
         consumer.unassign()
 
     # ------------------------------------------------------------------ the loop body
@@ -184,11 +190,20 @@ class Worker:
             self._rebuild_cache()
         poison: dict[int, list[Message]] = {}
         if good:
-            admitted = self.guard.admit([m for ms in good.values() for m in ms])
+            # replayed records (below what PostgreSQL holds) were processed before: only the
+            # records after them are attempts the crash-loop guard counts
+            replayed: list[Message] = []
+            fresh: list[Message] = []
+            for p, ms in good.items():
+                run = self.runs.get(p)
+                until = run.replay_until if run is not None else 0
+                for m in ms:
+                    (replayed if int(m.offset() or 0) < until else fresh).append(m)
+            admitted = self.guard.admit(fresh)
             for tp in admitted.rewind:
                 self.consumer.seek(tp)
             good = {}
-            for m in admitted.keep:
+            for m in replayed + admitted.keep:
                 good.setdefault(int(m.partition() or 0), []).append(m)
             for m in admitted.poison:
                 poison.setdefault(int(m.partition() or 0), []).append(m)
@@ -264,8 +279,6 @@ class Worker:
         if old:  # effects already in Postgres; outputs maybe not published yet
             res = self._run_engine(run, old, None, pending)
             self._outputs(run, res, None, pending)
-            for st in run.engine.scopes.values():
-                st.drain_moves()
         if new or any(int(m.offset() or 0) >= run.replay_until for m in poison):
             t0 = time.perf_counter()
             res = self._run_engine(run, new, write, pending)
@@ -280,7 +293,7 @@ class Worker:
             run.since_checkpoint += len(new)
             write.offsets.append((self.topic, p, nxt, run.published, run.stored))
             if run.since_checkpoint >= self.s.checkpoint_items:
-                write.checkpoints.append((self.topic, p, nxt, pickle.dumps(run.engine, 5)))
+                write.checkpoints.append((self.topic, p, nxt, run.engine.snapshot()))
                 run.since_checkpoint = 0
         pending.next_offsets[p] = max(int(m.offset() or 0) for m in ms + poison) + 1
 
@@ -292,18 +305,23 @@ class Worker:
         eng = run.engine
         out: list[tuple[BatchResult, list[Message]]] = []
         seg: list[tuple[records.Routed, Message]] = []
-        dims = {k: st.dim for k, st in eng.scopes.items()}
+        dims: dict[ScopeKey, int] = {}
 
         def flush() -> None:
             if not seg:
                 return
-            res = eng.process(
-                np.vstack([r.vector for r, _ in seg]),
-                [r.item_id for r, _ in seg],
-                np.asarray([r.event_time for r, _ in seg]),
-                [r.document_id for r, _ in seg],
-                [r.metadata for r, _ in seg],
-                [eng.scope_key(r.embedding_type, r.embedding_model, r.metadata) for r, _ in seg],
+            res = eng.learn(
+                Batch(
+                    np.vstack([r.vector for r, _ in seg]),
+                    [r.item_id for r, _ in seg],
+                    np.asarray([r.event_time for r, _ in seg]),
+                    [r.document_id for r, _ in seg],
+                    [r.metadata for r, _ in seg],
+                    [
+                        eng.scope_key(r.embedding_type, r.embedding_model, r.metadata)
+                        for r, _ in seg
+                    ],
+                )
             )
             out.append((res, [m for _, m in seg]))
             seg.clear()
@@ -318,11 +336,10 @@ class Worker:
                 continue
             if isinstance(rec, records.Delete):
                 flush()
-                changes = eng.delete(rec.item_id)
-                out.append((BatchResult(changes=changes), []))
+                out.append((eng.forget([rec.item_id]), []))
                 continue
             key = eng.scope_key(rec.embedding_type, rec.embedding_model, rec.metadata)
-            dim = dims.setdefault(key, rec.vector.shape[0])
+            dim = dims.setdefault(key, eng.dimension(key) or rec.vector.shape[0])
             if rec.vector.shape[0] != dim:
                 got = rec.vector.shape[0]
                 err = InputError(
@@ -364,7 +381,6 @@ class Worker:
         pending: Pending,
     ) -> None:
         eng = run.engine
-        by_name = {st.name: st for st in eng.scopes.values()}
         for res, msgs in results:
             for i, a in enumerate(res.assignments()):
                 if int(msgs[i].offset() or 0) >= run.published:
@@ -381,7 +397,7 @@ class Worker:
             metrics.assigned.inc(len(res.item_ids))
             if write is None:
                 continue
-            snap: dict[str, ScopeState] = {}
+            snap: set[str] = set()
             gone: set[str] = set()
             for ev in res.changes:
                 metrics.changes.labels(ev.kind).inc()
@@ -391,28 +407,22 @@ class Worker:
                 )
                 pending.outbox_ids.append(ev.event_id)
                 pending.out.append((self.s.changes_topic, ev.cluster_id.encode(), payload, None))
-                st = by_name[ev.scope]
                 if ev.kind == "retired":
                     gone.add(ev.cluster_id)
                 else:
-                    snap[ev.cluster_id] = st
+                    snap.add(ev.cluster_id)
                 if ev.kind == "merged":
                     gone.update(ev.related_ids)
                 if ev.kind == "split":
-                    snap.update({r: st for r in ev.related_ids})
+                    snap.update(ev.related_ids)
             for cid in gone:
-                snap.pop(cid, None)
+                snap.discard(cid)
                 pending.out.append((self.s.clusters_topic, cid.encode(), None, None))
                 pending.cache_summaries.append((cid, None))
-            dfs: dict[str, dict[str, int]] = {}
-            for cid, st in sorted(snap.items()):
-                slot = st.slot_for(cid)
-                if slot is None:
+            for result in eng.clusters(sorted(snap)):
+                if result.status != "active":
                     continue
-                if st.status[slot] != ACTIVE:
-                    continue
-                df = dfs.setdefault(st.name, document_frequency(st))
-                result = eng.cluster_result(st, slot, df, len(st.slot_of))
+                cid = result.cluster_id
                 pending.out.append(
                     (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
                 )
@@ -425,62 +435,47 @@ class Worker:
         write: BatchWrite,
         pending: Pending,
     ) -> None:
-        eng = run.engine
         sims: dict[str, float] = {}
+        moves: dict[tuple[str, str], Move] = {}  # the latest move of each item in the batch
+        clusters: dict[str, ClusterState] = {}  # the latest state of each touched cluster
+        warned: list[str] = []
         for res, _ in results:
             for i, item in enumerate(res.item_ids):
                 sims[item] = float(res.similarity[i])
             write.runs.extend(res.reconsolidations)
-        merged_away: set[str] = set()
-        evented: dict[str, set[str]] = {}
-        for res, _ in results:
-            for ev in res.changes:
-                evented.setdefault(ev.scope, set()).add(ev.cluster_id)
-                if ev.kind == "merged":
-                    merged_away.update(ev.related_ids)
-                    evented[ev.scope].update(ev.related_ids)
-                if ev.kind == "split":
-                    evented[ev.scope].update(ev.related_ids)
+            moves.update({(mv.scope, mv.item_id): mv for mv in res.moves})
+            clusters.update({cs.cluster_id: cs for cs in res.clusters})
+            warned += res.size_warnings
         summaries = dict(pending.cache_summaries)
-        for st in eng.scopes.values():
-            moves = st.drain_moves()
-            touched: set[str] = set(evented.get(st.name, ()))
-            etype = st.key.embedding_type
-            for item, no in moves.items():
-                if no < 0:
-                    write.removed.append((st.name, etype, item))
-                    pending.cache_del.append((st.name, item))
-                    continue
-                cid = st.cluster_name(no)
-                slot = st.slot_of[no]
-                m = st.members[slot][item]
-                row: ItemRow = (
-                    cid,
-                    st.name,
-                    etype,
-                    item,
-                    m.document_id,
-                    sims.get(item),
-                    m.event_time,
-                )
-                write.items.append(row)
-                pending.cache_set.append((st.name, item, cid))
-                touched.add(cid)
-            for cid in sorted(touched):
-                write.clusters.append(self._cluster_row(st, cid, cid in merged_away, summaries))
-            new_warn = st.size_warnings - self._warned.get(st.name, 0)
-            if new_warn > 0:
-                metrics.size_warnings.inc(new_warn)
-                self._warned[st.name] = st.size_warnings
+        for mv in moves.values():
+            if mv.cluster_id is None:
+                write.removed.append((mv.scope, mv.embedding_type, mv.item_id))
+                pending.cache_del.append((mv.scope, mv.item_id))
+                continue
+            row: ItemRow = (
+                mv.cluster_id,
+                mv.scope,
+                mv.embedding_type,
+                mv.item_id,
+                mv.document_id,
+                sims.get(mv.item_id),
+                mv.event_time,
+            )
+            write.items.append(row)
+            pending.cache_set.append((mv.scope, mv.item_id, mv.cluster_id))
+        for cs in clusters.values():
+            write.clusters.append(self._cluster_row(cs, summaries))
+        if warned:
+            metrics.size_warnings.inc(len(warned))
+            log.warning(
+                "%d cluster(s) passed the size warning: %s", len(warned), ", ".join(warned[:10])
+            )
 
     @staticmethod
-    def _cluster_row(
-        st: ScopeState, cid: str, merged: bool, summaries: dict[str, str | None]
-    ) -> ClusterRow:
-        slot = st.slot_for(cid)
-        if slot is None:
-            status = "merged" if merged else "retired"
-            return (cid, st.name, status, 0, 0.0, None, None, None, None, None)
+    def _cluster_row(cs: ClusterState, summaries: dict[str, str | None]) -> ClusterRow:
+        cid = cs.cluster_id
+        if cs.status in ("merged", "retired"):
+            return (cid, cs.scope, cs.status, 0, 0.0, None, None, None, None, None)
         summary = summaries.get(cid)
         label = medoid = None
         if summary is not None:
@@ -488,15 +483,15 @@ class Worker:
             label, medoid = obj.get("label"), obj.get("medoid_id")
         return (
             cid,
-            st.name,
-            "active" if st.status[slot] == ACTIVE else "candidate",
-            len(st.members[slot]),
-            float(st.w[slot]),
+            cs.scope,
+            cs.status,
+            cs.size,
+            cs.weight,
             label,
             medoid,
             summary,
-            float(st.t_first[slot]),
-            float(st.t_last[slot]),
+            cs.first_event_time,
+            cs.last_event_time,
         )
 
     def _publish(self, pending: Pending) -> None:
@@ -642,11 +637,9 @@ class Worker:
             lag = hi - pos if pos is not None and pos >= 0 else hi - max(lo, 0)
             metrics.consumer_lag.labels(self.topic, str(p)).set(max(lag, 0))
         for run in self.runs.values():
-            for st in run.engine.scopes.values():
-                live = st.live_slots()
-                active = int((st.status[live] == ACTIVE).sum())
-                metrics.active_clusters.labels(st.name).set(active)
-                metrics.candidate_clusters.labels(st.name).set(live.size - active)
+            for scope, stats in run.engine.stats().items():
+                metrics.active_clusters.labels(scope).set(stats["active"])
+                metrics.candidate_clusters.labels(scope).set(stats["candidates"])
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Called from the HTTP thread: reads flags only. A database call in flight for more

@@ -4,11 +4,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors import Engine, EngineConfig
-from processors.scope import ACTIVE, ScopeKey
+from processors import Batch, Engine, EngineConfig, ScopeKey
+from schemas.validation import InputError
 from tests.conftest import blobs
 
 CFG = EngineConfig(tick_items=32, min_weight=2.0)
@@ -31,7 +32,7 @@ def run(
     while pos < len(x):
         b = sizes[k % len(sizes)]
         k += 1
-        res = eng.process(x[pos : pos + b], ids[pos : pos + b], t[pos : pos + b])
+        res = eng.learn(Batch(x[pos : pos + b], ids[pos : pos + b], t[pos : pos + b]))
         out_a += [a.model_dump_json() for a in res.assignments()]
         out_c += [c.model_dump_json() for c in res.changes]
         pos += b
@@ -40,7 +41,23 @@ def run(
 
 
 def snapshot_bytes(eng: Engine) -> str:
-    return "\n".join(c.model_dump_json() for c in eng.snapshot(include_candidates=True))
+    return "\n".join(c.model_dump_json() for c in eng.results(include_candidates=True))
+
+
+def learn(eng: Engine, x: np.ndarray, start: int = 0, t: np.ndarray | None = None, **kw):
+    """Items named i<start>, i<start+1>... at times start, start+1... unless given."""
+    ids = [f"i{i}" for i in range(start, start + len(x))]
+    times = np.arange(start, start + len(x), dtype=float) if t is None else t
+    return eng.learn(Batch(x, ids, times, **kw))
+
+
+def memberships(eng: Engine) -> dict[str, str]:
+    """item -> cluster of every live cluster, candidates included."""
+    return {m: c.cluster_id for c in eng.results(include_candidates=True) for m in c.member_ids}
+
+
+def live_clusters(eng: Engine) -> int:
+    return sum(s["active"] + s["candidates"] for s in eng.stats().values())
 
 
 def test_every_input_gets_exactly_one_assignment(small_stream):
@@ -49,15 +66,13 @@ def test_every_input_gets_exactly_one_assignment(small_stream):
     assert len(assigns) == len(x)
     ids = [a.split('"item_id":"')[1].split('"')[0] for a in assigns]
     assert ids == [f"i{i}" for i in range(len(x))]
-    members = sum(len(m) for s in eng.scopes.values() for m in s.members)
-    assert members == len(x)
+    assert len(memberships(eng)) == len(x)
 
 
 def test_clusters_recover_topics(small_stream):
     x, y = small_stream
     eng, _, _ = run(x, 128)
-    st_ = next(iter(eng.scopes.values()))
-    found = [set(m) for m in st_.members if m]
+    found = [set(c.member_ids) for c in eng.results(include_candidates=True)]
     # every discovered cluster is pure and the six topics are found
     truth = {f"i{i}": int(y[i]) for i in range(len(y))}
     big = [c for c in found if len(c) >= 10]
@@ -111,8 +126,8 @@ def test_a_quiet_scope_is_maintained_by_event_time():
 
     def retired_by_late_item(tick_seconds: float) -> list[str]:
         eng = Engine(quiet.replace(tick_seconds=tick_seconds))
-        eng.process(x[:5], [f"i{i}" for i in range(5)], np.arange(5.0))
-        late = eng.process(x[5:], ["late"], np.array([5_000.0]))
+        learn(eng, x[:5])
+        late = eng.learn(Batch(x[5:], ["late"], np.array([5_000.0])))
         return [c.cluster_id for c in late.changes if c.kind == "retired"]
 
     assert len(retired_by_late_item(1_000.0)) == 5
@@ -131,10 +146,8 @@ def test_determinism_same_bytes_twice(small_stream):
 def test_centroids_stay_unit_norm(seed):
     x, _ = blobs(300, 24, 5, seed=seed, spread=0.5)
     eng, _, _ = run(x, 50)
-    for s in eng.scopes.values():
-        live = s.live_slots()
-        norms = np.linalg.norm(s.cent[live].astype(np.float64), axis=1)
-        assert np.allclose(norms, 1.0, atol=1e-5)
+    cents = np.array([c.centroid_vector for c in eng.results(include_candidates=True)])
+    assert np.allclose(np.linalg.norm(cents, axis=1), 1.0, atol=1e-5)
 
 
 def test_decay_is_monotonic_in_event_time(small_stream):
@@ -158,19 +171,29 @@ def test_retirement_bounds_live_clusters():
         times.append(topic * 86_400.0 + np.arange(100))
     x = np.vstack(parts)
     eng, _, changes = run(x, 64, cfg, np.concatenate(times))
-    s = next(iter(eng.scopes.values()))
-    assert len(s.live_slots()) <= 3
+    assert live_clusters(eng) <= 3
     assert any('"kind":"retired"' in c for c in changes)
-    assert len(s.item_slot) <= 300  # members of retired clusters leave memory
+    # members of retired clusters leave memory
+    assert next(iter(eng.stats().values()))["members_in_memory"] <= 300
 
 
-def test_capacity_cap_retires_lightest():
+def test_capacity_cap_holds_after_every_maintenance():
+    """40 topics, a cap of 10: right after each maintenance (every tick_items items, so at
+    the end of each batch of that size) at most 10 clusters are live, the lightest retired."""
     x, _ = blobs(400, 16, 40, seed=3, spread=0.1)
     cfg = CFG.replace(max_clusters_per_scope=10)
-    eng, _, changes = run(x, 32, cfg)
-    s = next(iter(eng.scopes.values()))
-    assert len(s.live_slots()) <= 10 + cfg.tick_items
-    assert any('"reason":"capacity"' in c for c in changes)
+    eng = Engine(cfg)
+    capacity: list[str] = []
+    most = 0
+    for start in range(0, 384, cfg.tick_items):
+        res = learn(eng, x[start : start + cfg.tick_items], start)
+        capacity += [c.cluster_id for c in res.changes if c.reason == "capacity"]
+        most = max(most, live_clusters(eng))
+        assert live_clusters(eng) <= 10
+    assert most == 10 and capacity
+    uncapped = Engine(CFG)
+    learn(uncapped, x[:384])
+    assert live_clusters(uncapped) > 10  # without the cap the bound would not hold
 
 
 def test_scopes_never_share_clusters():
@@ -179,63 +202,67 @@ def test_scopes_never_share_clusters():
     keys = [
         ScopeKey("event", "model-a") if i % 2 else ScopeKey("event", "model-b") for i in range(200)
     ]
-    res = eng.process(x, [f"i{i}" for i in range(200)], np.arange(200.0), scopes=keys)
+    res = learn(eng, x, scopes=keys)
     by_cluster: dict[str, set[str]] = {}
     for i in range(200):
-        by_cluster.setdefault(res.cluster_id(i), set()).add(res.scopes[i].name)
+        by_cluster.setdefault(res.cluster_ids[i], set()).add(res.scopes[i])
     assert all(len(v) == 1 for v in by_cluster.values())
-    assert len(eng.scopes) == 2
+    assert sorted(eng.stats()) == ["event/model-a", "event/model-b"]
 
 
 def test_deletion_leaves_no_trace(small_stream):
     x, _ = small_stream
     eng, _, _ = run(x[:200], 50)
     victim = "i150"
-    found = eng.find_item(victim)
-    assert found is not None
-    s, slot = found
-    before = eng.cluster_result(s, slot)
-    events = eng.delete(victim)
-    after = eng.cluster_result(s, slot)
+    cid = memberships(eng)[victim]
+    [before] = eng.clusters([cid])
+    assert before.status == "active"
+    res = eng.forget([victim])
+    [after] = eng.clusters([cid])
     assert victim not in after.member_ids and victim not in after.representative_ids
     assert after.cluster_size == before.cluster_size - 1
     assert after.weight < before.weight
-    assert eng.find_item(victim) is None
-    assert victim not in s.res_ids[slot]
-    assert all(victim not in c.member_ids for c in eng.snapshot(include_candidates=True))
-    assert [e.kind for e in events] in (["updated"], [])
-    assert eng.delete(victim) == []
+    assert victim not in memberships(eng)
+    # an active cluster reports the loss; the adapters get the move and the cluster's state
+    assert [(e.kind, e.cluster_id, e.reason, e.moved_item_ids) for e in res.changes] == [
+        ("updated", cid, "member_deleted", [victim])
+    ]
+    assert [(m.item_id, m.cluster_id) for m in res.moves] == [(victim, None)]
+    assert [(c.cluster_id, c.size, c.weight) for c in res.clusters] == [
+        (cid, after.cluster_size, after.weight)
+    ]
+    again = eng.forget([victim])
+    assert again.changes == [] and again.moves == [] and again.clusters == []
 
 
 def test_deleting_every_member_retires_the_cluster():
     x, _ = blobs(5, 8, 1, seed=1, spread=0.01)
     eng = Engine(CFG)
-    eng.process(x, [f"i{i}" for i in range(5)], np.arange(5.0))
+    learn(eng, x)
     kinds = []
     for i in range(5):
-        kinds += [e.kind for e in eng.delete(f"i{i}")]
-    s = next(iter(eng.scopes.values()))
-    assert len(s.live_slots()) == 0 and not s.item_slot
+        kinds += [e.kind for e in eng.forget([f"i{i}"]).changes]
+    assert live_clusters(eng) == 0 and not memberships(eng)
     assert kinds[-1] == "retired"
 
 
 def test_resent_item_replaces_the_old_membership(small_stream):
     x, _ = small_stream
     eng = Engine(CFG)
-    eng.process(x[:50], [f"i{i}" for i in range(50)], np.arange(50.0))
-    eng.process(x[60:61], ["i3"], np.array([51.0]))
-    total = sum(len(m) for s in eng.scopes.values() for m in s.members)
-    assert total == 50
+    learn(eng, x[:50])
+    res = eng.learn(Batch(x[60:61], ["i3"], np.array([51.0])))
+    assert len(memberships(eng)) == 50
+    assert [m.item_id for m in res.moves] == ["i3"] and res.moves[0].event_time == 51.0
 
 
 def test_temporal_weighting_separates_distant_times():
     x, _ = blobs(2, 8, 1, seed=2, spread=0.0)
     cfg = CFG.replace(tau_seconds=100.0)
     eng = Engine(cfg)
-    r = eng.process(x, ["a", "b"], np.array([0.0, 1000.0]))
+    r = eng.learn(Batch(x, ["a", "b"], np.array([0.0, 1000.0])))
     assert r.new_cluster.tolist() == [True, True]  # exp(-10) * 1.0 is below the threshold
     eng2 = Engine(cfg)
-    r2 = eng2.process(x, ["a", "b"], np.array([0.0, 1.0]))
+    r2 = eng2.learn(Batch(x, ["a", "b"], np.array([0.0, 1.0])))
     assert r2.new_cluster.tolist() == [True, False]
     assert math.isclose(r2.similarity[1], math.exp(-0.01), rel_tol=1e-6)
 
@@ -243,9 +270,9 @@ def test_temporal_weighting_separates_distant_times():
 def test_size_warning_counted():
     x, _ = blobs(80, 8, 1, seed=4, spread=0.05)
     eng = Engine(CFG.replace(size_warning=50))
-    eng.process(x, [f"i{i}" for i in range(80)], np.arange(80.0))
-    s = next(iter(eng.scopes.values()))
-    assert s.size_warnings == 1
+    res = learn(eng, x)
+    assert next(iter(eng.stats().values()))["size_warnings"] == 1
+    assert res.size_warnings == [res.cluster_ids[0]]
 
 
 def test_promotion_emits_created_once(small_stream):
@@ -260,86 +287,112 @@ def test_promotion_emits_created_once(small_stream):
 def test_active_status_reported():
     x, _ = blobs(10, 8, 1, seed=9, spread=0.01)
     eng = Engine(CFG)
-    r = eng.process(x, [f"i{i}" for i in range(10)], np.arange(10.0))
-    assert r.status[0] != ACTIVE and r.status[-1] == ACTIVE
+    r = learn(eng, x)
+    assert [a.status for a in r.assignments()][0::9] == ["candidate", "active"]
 
 
-def test_process_events_reports_bad_vectors_and_keeps_good_ones():
-    from schemas.inputs import VectorEvent
-
-    def ev(i: str, vec: list[float], model: str = "m") -> VectorEvent:
-        return VectorEvent(
-            item_id=i, embedding_type="event", embedding_model=model, event_time=0.0, vector=vec
-        )
-
+def test_a_vector_of_another_dimension_is_refused_before_anything_changes():
     eng = Engine(CFG)
-    res, bad = eng.process_events(
-        [ev("a", [1.0, 0.0]), ev("b", [0.0, 0.0]), ev("c", [1.0, 0.0, 0.0]), ev("d", [0.9, 0.1])]
-    )
-    assert [i for i, _ in bad] == [1, 2]
-    assert [e.reason for _, e in bad] == ["zero_vector", "dimension_mismatch"]
-    assert res.item_ids == ["a", "d"] and res.cluster_id(0) == res.cluster_id(1)
+    learn(eng, np.eye(2, dtype=np.float32))
+    before = eng.snapshot()
+    with pytest.raises(InputError) as exc:
+        eng.learn(Batch(np.eye(3, dtype=np.float32)[:1], ["i0"], np.zeros(1)))
+    assert exc.value.reason == "dimension_mismatch"
+    assert eng.snapshot() == before  # not even the re-sent item i0 was removed
 
 
-def test_membership_log_replays_to_the_live_memberships(small_stream):
-    """Adapters persist memberships from the drained log; folding every drain must give
+def test_a_batch_with_mismatched_lengths_is_refused():
+    with pytest.raises(InputError, match="2 vectors but 1 item_ids"):
+        Batch(np.eye(2, dtype=np.float32), ["a"], np.zeros(2))
+    with pytest.raises(InputError, match="event_times"):
+        Batch(np.eye(2, dtype=np.float32), ["a", "b"], np.zeros(3))
+
+
+def test_membership_moves_replay_to_the_live_memberships():
+    """Adapters persist memberships from the results' moves; folding them must give
     exactly the engine's memberships, through merges, retirements and deletions."""
-    x, _ = small_stream
+    # three eras of three topics each, far apart in event time: the old ones retire
+    x = np.vstack([blobs(200, 32, 3, seed=s, spread=0.4)[0] for s in (1, 2, 3)])
+    t = np.concatenate([np.arange(200.0) + era * 1e4 for era in range(3)])
     eng = Engine(CFG.replace(retire_weight=0.5, half_life_seconds=40.0))
     seen: dict[str, str] = {}
-    t = np.arange(len(x), dtype=float)
+    clusters: dict[str, str] = {}
+    results = []
     for pos in range(0, len(x), 37):
-        eng.process(x[pos : pos + 37], [f"i{i}" for i in range(pos, pos + 37)], t[pos : pos + 37])
+        results.append(learn(eng, x[pos : pos + 37], pos, t[pos : pos + 37]))
         if pos == 185:
-            eng.delete("i3")
-        for st_ in eng.scopes.values():
-            for item, no in st_.drain_moves().items():
-                if no < 0:
-                    seen.pop(item, None)
-                else:
-                    seen[item] = st_.cluster_name(no)
-    live = {
-        item: st_.cluster_id(slot)
-        for st_ in eng.scopes.values()
-        for item, slot in st_.item_slot.items()
-    }
+            results.append(eng.forget(["i3"]))
+    results.append(eng.flush())
+    for res in results:
+        for mv in res.moves:
+            if mv.cluster_id is None:
+                seen.pop(mv.item_id, None)
+            else:
+                seen[mv.item_id] = mv.cluster_id
+        clusters.update({c.cluster_id: c.status for c in res.clusters})
+    live = memberships(eng)
     assert seen == live
     assert "i3" not in seen
-    assert len(live) < len(x)  # some clusters retired on the way
+    assert len(live) < len(x) - 100  # clusters retired on the way, with their members
+    # the reported cluster states agree: a cluster holding members was last seen live,
+    # every retired or merged one was reported as such
+    results_now = {c.cluster_id: c.status for c in eng.results(include_candidates=True)}
+    assert {c: s for c, s in clusters.items() if c in results_now} == results_now
+    assert {"retired", "merged"} <= {s for c, s in clusters.items() if c not in results_now}
 
 
-def test_engine_pickled_mid_stream_continues_identically(small_stream):
-    """Workers checkpoint the engine and replay from there; the result must not change."""
-    import pickle
-
+def test_snapshot_restore_continues_byte_for_byte(small_stream):
+    """Learn a part, checkpoint, restore, learn the rest == learn everything at once."""
     x, _ = small_stream
-    ids = [f"i{i}" for i in range(len(x))]
-    t = np.arange(len(x), dtype=float)
-    whole = Engine(CFG)
-    a = whole.process(x, ids, t).assignments()
-    first = Engine(CFG)
-    b = first.process(x[:150], ids[:150], t[:150]).assignments()
-    resumed = pickle.loads(pickle.dumps(first))
-    b += resumed.process(x[150:], ids[150:], t[150:]).assignments()
+    cfg = CFG.replace(retire_weight=0.5, half_life_seconds=60.0)
+    meta = [{"title": f"story {i % 6} words", "domain": "news"} for i in range(len(x))]
+    whole = Engine(cfg)
+    a = learn(whole, x, metadata=meta).assignments()
+    first = Engine(cfg)
+    b = learn(first, x[:150], metadata=meta[:150]).assignments()
+    data = first.snapshot()
+    resumed = Engine.restore(data)
+    assert resumed.snapshot() == data  # nothing is lost on the way
+    assert resumed.stats() == first.stats()
+    b += learn(resumed, x[150:], 150, metadata=meta[150:]).assignments()
     assert [m.model_dump_json() for m in a] == [m.model_dump_json() for m in b]
     assert snapshot_bytes(whole) == snapshot_bytes(resumed)
+    assert whole.snapshot() == resumed.snapshot()
 
 
-def test_checkpoint_from_before_event_time_ticks_still_loads(small_stream):
-    """A scope pickled by a version without `last_tick_time` loads and keeps clustering."""
+def test_snapshot_holds_only_live_state(small_stream):
+    """Retired clusters and their members leave the checkpoint: a scope with one live
+    cluster writes a fraction of one that held a hundred."""
+    x, _ = small_stream
+    cfg = CFG.replace(retire_weight=0.5, half_life_seconds=60.0, tick_items=1000)
+    eng = Engine(cfg)
+    learn(eng, x)
+    full = len(eng.snapshot())
+    eng.learn(Batch(x[:1], ["late"], np.array([1e6])))  # a late item: the rest fade away
+    eng.flush()
+    assert live_clusters(eng) == 1
+    assert len(eng.snapshot()) < full / 5
+
+
+def test_restore_rejects_what_it_cannot_read(small_stream):
     import pickle
+    import struct
+
+    from processors import CheckpointError, ClustererError
 
     x, _ = small_stream
-    ids = [f"i{i}" for i in range(len(x))]
-    t = np.arange(len(x), dtype=float)
     eng = Engine(CFG)
-    eng.process(x[:100], ids[:100], t[:100])
-    st = next(iter(eng.scopes.values()))
-    del st.__dict__["last_tick_time"]  # what an older checkpoint holds
-    old = pickle.loads(pickle.dumps(eng))
-    assert next(iter(old.scopes.values())).last_tick_time is None
-    res = old.process(x[100:], ids[100:], t[100:])
-    assert len(res.assignments()) == len(x) - 100
+    learn(eng, x[:100])
+    data = eng.snapshot()
+    assert data[:8] == b"STG4CKPT"
+    future = data[:8] + struct.pack("<I", 2) + data[12:]
+    with pytest.raises(CheckpointError, match="version 2 is not supported"):
+        Engine.restore(future)
+    with pytest.raises(CheckpointError, match="not a clusterer checkpoint"):
+        Engine.restore(pickle.dumps({"an": "old pickle"}))
+    with pytest.raises(CheckpointError, match="truncated"):
+        Engine.restore(data[: len(data) // 2])
+    assert issubclass(CheckpointError, ClustererError)
 
 
 def test_event_ids_are_standard_uuid5() -> None:

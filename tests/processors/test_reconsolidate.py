@@ -3,17 +3,22 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from processors import Engine, EngineConfig
-from processors.reconsolidate import reconsolidate
+from processors import Batch, Engine, EngineConfig
 from tests.conftest import blobs
+
+
+def learn(eng: Engine, x: np.ndarray, start: int = 0):
+    ids = [f"i{i}" for i in range(start, start + len(x))]
+    return eng.learn(Batch(x, ids, np.arange(start, start + len(x), dtype=float)))
 
 
 def test_skips_scope_with_too_few_clusters():
     x, _ = blobs(40, 16, 2, seed=1, spread=0.05)
     eng = Engine(EngineConfig(min_weight=2.0))
-    eng.process(x, [f"i{i}" for i in range(40)], np.arange(40.0))
-    rec = eng.reconsolidate_all().reconsolidations[0]
+    learn(eng, x)
+    rec = eng.reconsolidate().reconsolidations[0]
     assert rec.skipped and "below the minimum" in rec.skipped
     assert rec.clusters_found == 0
 
@@ -21,8 +26,8 @@ def test_skips_scope_with_too_few_clusters():
 def test_run_records_groups_medoids_and_outliers():
     x, _ = blobs(900, 32, 12, seed=2, spread=0.2)
     eng = Engine(EngineConfig(min_weight=2.0, min_reconsolidation_clusters=3))
-    eng.process(x, [f"i{i}" for i in range(900)], np.arange(900.0))
-    rec = eng.reconsolidate_all().reconsolidations[0]
+    learn(eng, x)
+    rec = eng.reconsolidate().reconsolidations[0]
     assert rec.skipped is None and rec.input_clusters >= 10
     assert rec.clusters_found >= 10
     for g in rec.groups:
@@ -55,7 +60,7 @@ def two_topic_cluster(second: np.ndarray, noise: float, merge_threshold: float, 
         merge_threshold=merge_threshold,
     )
     eng = Engine(cfg)
-    res = eng.process(x[order], [f"i{i}" for i in range(16)], np.arange(16.0))
+    res = learn(eng, x[order])
     return eng, res, order
 
 
@@ -63,28 +68,38 @@ def test_split_keeps_largest_part_id_and_moves_items():
     d = 32
     b = (0.2 * np.eye(d)[0] + np.eye(d)[1]) / np.hypot(0.2, 1.0)
     eng, res, order = two_topic_cluster(b, 0.02, 0.9, seed=0)
-    assert len(set(res.cluster_no.tolist())) == 1
-    st = next(iter(eng.scopes.values()))
-    old_id = res.cluster_id(0)
-    rec = reconsolidate(st, "manual")
-    splits = [e for e in st.events if e.kind == "split"]
+    assert len(set(res.cluster_ids)) == 1
+    old_id = res.cluster_ids[0]
+    out = eng.reconsolidate()
+    [rec] = out.reconsolidations
+    splits = [e for e in out.changes if e.kind == "split"]
     assert rec.transitions["split"] == 1 and len(splits) == 1
     ev = splits[0]
     assert ev.cluster_id == old_id and ev.related_ids[0] != old_id
     topic_b = {f"i{i}" for i, o in enumerate(order) if o >= 10}
     assert set(ev.moved_item_ids) == topic_b
-    new_slot = st.slot_of[int(ev.related_ids[0].rsplit("-", 1)[1])]
-    assert set(st.members[new_slot]) == topic_b
-    assert not (set(st.members[st.slot_of[int(old_id.rsplit("-", 1)[1])]]) & topic_b)
+    members = {c.cluster_id: set(c.member_ids) for c in eng.results(include_candidates=True)}
+    assert members[ev.related_ids[0]] == topic_b
+    assert not (members[old_id] & topic_b)
+    # the adapters see every moved item and both clusters
+    assert {m.item_id for m in out.moves} == topic_b
+    assert {c.cluster_id for c in out.clusters} == {old_id, ev.related_ids[0]}
 
 
-def test_split_guard_keeps_similar_parts_together():
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_split_guard_keeps_similar_parts_together(seed):
+    """HDBSCAN proposes the split (MONIC maps the cluster onto two groups), the guard
+    refuses it: the parts' mean similarity is above merge_threshold."""
     d = 32
     b = (np.eye(d)[0] + np.eye(d)[1]) / np.sqrt(2)
-    eng, _, _ = two_topic_cluster(b, 0.01, 0.3, seed=1)
-    st = next(iter(eng.scopes.values()))
-    reconsolidate(st, "manual")
-    assert not [e for e in st.events if e.kind == "split"]
+    eng, _, _ = two_topic_cluster(b, 0.01, 0.3, seed=seed)
+    out = eng.reconsolidate()
+    [rec] = out.reconsolidations
+    assert rec.clusters_found == 2  # HDBSCAN saw the two topics ...
+    assert rec.transitions["guarded"] == 1  # ... and the one cluster's split was refused
+    assert rec.transitions["split"] == 0
+    assert not [e for e in out.changes if e.kind == "split"]
+    assert len(eng.results(include_candidates=True)) == 1
 
 
 def test_drift_triggers_early_reconsolidation():
@@ -98,10 +113,7 @@ def test_drift_triggers_early_reconsolidation():
     eng = Engine(cfg)
     recs = []
     for s in range(0, 6000, 500):
-        r = eng.process(
-            x[s : s + 500], [f"i{i}" for i in range(s, s + 500)], np.arange(s, s + 500.0)
-        )
-        recs += r.reconsolidations
+        recs += learn(eng, x[s : s + 500], s).reconsolidations
     recs += eng.flush().reconsolidations
     drift = [r for r in recs if r.trigger == "drift"]
     assert drift
@@ -121,12 +133,7 @@ def _run(x: np.ndarray, cfg: EngineConfig, batch: int) -> tuple[Engine, list[str
     changes: list[str] = []
     runs: list[str] = []
     for s in range(0, len(x), batch):
-        part = x[s : s + batch]
-        r = eng.process(
-            part,
-            [f"i{i}" for i in range(s, s + len(part))],
-            np.arange(s, s + len(part), dtype=float),
-        )
+        r = learn(eng, x[s : s + batch], s)
         changes += [c.model_dump_json() for c in r.changes]
         runs += [rec.model_dump_json() for rec in r.reconsolidations]
     f = eng.flush()
@@ -156,8 +163,6 @@ def test_background_reconsolidation_lands_at_a_fixed_item_position():
 
 
 def test_checkpoint_with_a_pending_run_continues_identically():
-    import pickle
-
     cfg = EngineConfig(
         min_weight=2.0,
         min_reconsolidation_clusters=3,
@@ -166,16 +171,17 @@ def test_checkpoint_with_a_pending_run_continues_identically():
         tick_items=128,
     )
     x = _drifting()
-    ids = [f"i{i}" for i in range(len(x))]
-    t = np.arange(len(x), dtype=float)
     _, out_whole = _run(x, cfg, 500)
     eng = Engine(cfg)
     out: list[str] = []
     cut = 1500
-    first = eng.process(x[:cut], ids[:cut], t[:cut])
+    first = learn(eng, x[:cut])
     assert any(st.pending_recon is not None for st in eng.scopes.values())
-    eng = pickle.loads(pickle.dumps(eng))
-    second = eng.process(x[cut:], ids[cut:], t[cut:])
+    data = eng.snapshot()
+    eng = Engine.restore(data)
+    assert eng.snapshot() == data
+    assert any(st.pending_recon is not None for st in eng.scopes.values())
+    second = learn(eng, x[cut:], cut)
     f = eng.flush()
     for r in (first, second, f):
         out += [c.model_dump_json() for c in r.changes]

@@ -81,3 +81,34 @@ def test_a_writer_whose_belief_holds_commits_in_sequence(fresh_database: tuple[s
             await store.close()
 
     assert asyncio.run(go()) == (20, 10)
+
+
+def test_attempts_count_per_first_offset_and_poisoned_records_reach_the_takeover(
+    fresh_database: tuple[str, str],
+) -> None:
+    """The crash-loop guard's memory: a second attempt at the same first offset counts 2,
+    a new first offset starts again at 1, the suspect range only grows; and a record
+    dead-lettered as poison is in the partition state a new owner loads."""
+    _, dsn = fresh_database
+
+    async def go() -> None:
+        store = await Store.connect(dsn)
+        try:
+            rec = store.record_attempts
+            assert await rec("g", [("t", 0, 10, 59), ("t", 1, 0, 9)]) == {
+                ("t", 0): (1, 59),
+                ("t", 1): (1, 9),
+            }
+            assert await rec("g", [("t", 0, 10, 30)]) == {("t", 0): (2, 59)}
+            assert await rec("g", [("t", 0, 10, 10)]) == {("t", 0): (3, 59)}
+            assert await rec("g", [("t", 0, 11, 11)]) == {("t", 0): (1, 59)}
+            assert await rec("other", [("t", 0, 11, 11)]) == {("t", 0): (1, 11)}
+            await store.commit(
+                BatchWrite("g", offsets=[("t", 0, 12, 12, None)], poisoned=[("t", 0, 10)])
+            )
+            state = await store.load_partition("g", "t", 0)
+            assert state.poisoned == {10} and state.next_offset == 12
+        finally:
+            await store.close()
+
+    asyncio.run(go())

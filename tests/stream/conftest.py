@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,17 +49,20 @@ class Env:
             CLUSTERER_REDIS_URL=s.redis_url,
             CLUSTERER_BATCH_MAX=str(s.batch_max),
             CLUSTERER_CHECKPOINT_ITEMS=str(s.checkpoint_items),
+            CLUSTERER_SESSION_TIMEOUT_MS=str(s.session_timeout_ms),
         )
         out.update(extra)
         return out
 
-    def start_worker(self, *args: str, **extra: str) -> WorkerProcess:
+    def start_worker(
+        self, *args: str, module: str = "stream.cli", **extra: str
+    ) -> WorkerProcess:
         port = free_port()
         log = ROOT / "var" / "test-logs" / f"{self.settings.prefix}-{len(self.workers)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         fh = log.open("w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "--log-level", "INFO", "worker", *args],
+            [sys.executable, "-m", module, "--log-level", "INFO", "worker", *args],
             cwd=ROOT,
             env=self.env(CLUSTERER_HTTP_PORT=str(port), **extra),
             stdout=fh,
@@ -70,7 +73,10 @@ class Env:
         return w
 
     def produce(
-        self, values: list[tuple[bytes | None, bytes | None]], topic: str | None = None
+        self,
+        values: Sequence[tuple[bytes | None, bytes | None]],
+        topic: str | None = None,
+        partition: int | None = None,
     ) -> None:
         p = Producer(
             {
@@ -80,7 +86,11 @@ class Env:
             }
         )
         for key, value in values:
-            p.produce(topic or self.settings.input_topics[0], value, key=key)
+            target = topic or self.settings.input_topics[0]
+            if partition is None:
+                p.produce(target, value, key=key)
+            else:
+                p.produce(target, value, key=key, partition=partition)
         assert p.flush(30) == 0
 
     def consume_all(self, topic: str, expect: int, timeout: float = 60.0) -> list[Any]:
@@ -205,6 +215,7 @@ def env(services: Services, fresh_database: tuple[str, str]) -> Iterator[Env]:
         redis_url=services.redis,
         batch_max=300,
         checkpoint_items=400,
+        session_timeout_ms=6000,  # a killed worker's partitions move on quickly
     )
     ensure_topics(s, include_inputs=True)
     e = Env(services, s)

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.outputs import Assignment, ClusterResult
 from stream.cli import main
-from tests.conftest import blobs
+from tests.conftest import ROOT, blobs
 
 
 @pytest.fixture
@@ -184,3 +184,84 @@ def test_config_file_changes_the_engine(files, tmp_path):
     )
     default = np.load(out)
     assert (strict < 0).sum() > (default < 0).sum()
+
+
+@pytest.fixture
+def open_tail(files: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    """The 300 items of `files`, then four at the last timestamp in two directions the
+    topics do not use (cosine 0.45 between them: two candidates that average-link merges
+    into a real cluster at the next maintenance, which a live service has not reached)."""
+    x = np.load(files["vectors"])
+    u = np.linalg.svd(x.astype(np.float64), full_matrices=True)[2]
+    a, c = u[-1], u[-2]
+    b = 0.45 * a + np.sqrt(1 - 0.45**2) * c
+    xx = np.vstack([x, np.array([a, a, b, b])]).astype(np.float32)
+    t = np.concatenate([np.arange(300) * 60.0, np.full(4, 299 * 60.0)])
+    p = {"vectors": tmp_path / "xt.npy", "ts": tmp_path / "tt.npy"}
+    np.save(p["vectors"], xx)
+    np.save(p["ts"], t)
+    return p
+
+
+def _replay_labels(p: dict[str, Path], out: Path, *extra: str) -> np.ndarray:
+    argv = ["replay", "--vectors", str(p["vectors"]), "--timestamps", str(p["ts"])]
+    assert main([*argv, "--labels-out", str(out), "--quiet", *extra]) == 0
+    return np.load(out)
+
+
+def test_replay_closes_the_stream_unless_as_live(open_tail, tmp_path):
+    closed = _replay_labels(open_tail, tmp_path / "closed.npy")
+    live = _replay_labels(open_tail, tmp_path / "live.npy", "--as-live")
+    assert np.array_equal(closed[:300], live[:300])
+    # the final maintenance pass merged the two candidates into a real cluster ...
+    assert closed[-1] >= 0 and len(set(closed[-4:].tolist())) == 1
+    # ... which a live service has not done yet: its last items are still in candidates
+    assert (live[-4:] == -1).all()
+
+
+def test_as_live_replay_is_what_a_live_engine_holds(open_tail, tmp_path):
+    """`--as-live` labels group items exactly as the active clusters of an engine that has
+    consumed the same items (and never reached the end of its input)."""
+    from processors import Batch, Engine, EngineConfig, ScopeKey
+
+    live = _replay_labels(open_tail, tmp_path / "live.npy", "--as-live")
+    x, t = np.load(open_tail["vectors"]), np.load(open_tail["ts"])
+    eng = Engine(EngineConfig())
+    ids = [str(i) for i in range(len(x))]
+    eng.learn(Batch(x, ids, t, scopes=[ScopeKey("document", "replay")] * len(x)))
+    engine_groups = sorted(sorted(int(m) for m in c.member_ids) for c in eng.results())
+    replay_groups = sorted(
+        sorted(np.flatnonzero(live == lab).tolist()) for lab in set(live.tolist()) - {-1}
+    )
+    assert engine_groups == replay_groups
+
+
+def test_size_warnings_are_one_line_and_quiet_is_quiet(files):
+    """Three clusters of ~100 members pass the size warning (50): one summary line, not
+    one per cluster; --quiet prints nothing at all. In a fresh process, as a user runs it
+    (logging is configured once per process)."""
+
+    def replay(*extra: str) -> list[str]:
+        argv = [sys.executable, "-m", "stream.cli", "replay", "--vectors", str(files["vectors"])]
+        r = subprocess.run(
+            [*argv, *extra], capture_output=True, text=True, check=True, timeout=120, cwd=ROOT
+        )
+        return r.stderr.strip().splitlines()
+
+    assert replay("--quiet") == []
+    err = replay()
+    warned = [line for line in err if "passed 50 members" in line]
+    assert warned == ["clusterer replay: 3 cluster(s) passed 50 members (size_warning)"]
+    assert len(err) == 2  # the warning and the summary
+    assert json.loads(err[-1])["scopes"]["document/replay"]["size_warnings"] == 3
+
+
+def test_log_level_is_checked_without_a_traceback(files, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--log-level", "bogus", "replay", "--vectors", str(files["vectors"])])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--log-level" in err and "Traceback" not in err
+    assert (
+        main(["--log-level", "info", "replay", "--vectors", str(files["vectors"]), "--quiet"]) == 0
+    )

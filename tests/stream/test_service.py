@@ -9,8 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from processors import Engine
-from processors.config import EngineConfig
+from processors import Batch, Engine, EngineConfig
 from stream import records, synthetic
 from tests.conftest import ROOT, wait_until
 from tests.stream.conftest import Env
@@ -38,19 +37,21 @@ def reference(env: Env) -> dict[str, str]:
         eng = Engine(EngineConfig())
         for r in recs:
             if isinstance(r, records.Delete):
-                eng.delete(r.item_id)
+                eng.forget([r.item_id])
                 continue
             key = eng.scope_key(r.embedding_type, r.embedding_model, r.metadata)
-            eng.process(
-                r.vector[None, :],
-                [r.item_id],
-                np.array([r.event_time]),
-                [r.document_id],
-                [r.metadata],
-                [key],
+            eng.learn(
+                Batch(
+                    r.vector[None, :],
+                    [r.item_id],
+                    np.array([r.event_time]),
+                    [r.document_id],
+                    [r.metadata],
+                    [key],
+                )
             )
-        for st in eng.scopes.values():
-            out.update({item: st.cluster_id(slot) for item, slot in st.item_slot.items()})
+        for c in eng.results(include_candidates=True):
+            out.update({item: c.cluster_id for item in c.member_ids})
     return out
 
 
