@@ -162,6 +162,28 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from state.db import DB_ERRORS
+    from stream.export import ExportError, check_type, default_name, export, parse_day
+
+    try:
+        if not args.embedding_type or not args.date:
+            raise ExportError("--embedding-type and --date are required")
+        etype, day = check_type(args.embedding_type), parse_day(args.date)
+        out = args.out or default_name(etype, day)
+        n = asyncio.run(export(_settings(args).postgres_dsn, etype, day, out))
+    except ExportError as exc:
+        print(f"clusterer export: {exc}", file=sys.stderr)
+        return 2
+    except DB_ERRORS as exc:
+        print(f"clusterer export: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {n} {etype} clusters of {day.isoformat()} to {out}")
+    return 0
+
+
 def _backfill(args: argparse.Namespace) -> int:
     from stream.backfill import offline, publish, summary
     from stream.replay import load_config
@@ -338,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--seconds", type=float, default=30.0)
     wa.add_argument("--interval", type=float, default=2.0)
     wa.set_defaults(func=_watch)
+    ex = sub.add_parser(
+        "export", help="one UTC day of clusters as Stage 5 ClusterResult JSONL, from PostgreSQL"
+    )
+    ex.add_argument("--embedding-type", help="document, event, entity or storyline")
+    ex.add_argument("--date", help="UTC day YYYY-MM-DD: clusters whose event-time span meets it")
+    ex.add_argument("--out", type=Path, help="default: clustered_<type>s_<date>.jsonl")
+    ex.set_defaults(func=_export)
     bf = service_cmd("backfill", "cluster a Stage 3 index directory (publish it, or offline)")
     bf.add_argument("--indices", type=Path, required=True, help="Stage 3 vector_indices dir")
     mode = bf.add_mutually_exclusive_group(required=True)

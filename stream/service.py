@@ -69,7 +69,7 @@ class Service:
             self.health.ready_check = lambda: (True, {"role": self.role})
         if self.role in ("all", "router"):
             # the router's attempts go through the worker's retrying call when there is one
-            run = self.worker._retry_db if self.worker is not None else self._run_db
+            run = self.worker.protocol.db if self.worker is not None else self._run_db
             guard = CrashLoopGuard(recorder(self.store, self.s.router_group, run))
             self.router = Router(self.s, self.engine_cfg, guard)
 
