@@ -36,11 +36,12 @@ import asyncpg
 import numpy as np
 
 from processors import Batch, Engine, EngineConfig, ScopeKey
-from state.db import BatchWrite, Store, migrate
+from state.db import BatchWrite, OffsetRow, Store, migrate
 from state.retention import RetentionPolicy, run, table_stats
+from stream.protocol import PartitionOffsets, PartitionRun, Pending
 from stream.settings import Settings
 from stream.synthetic import drifting_stream
-from stream.worker import PartitionRun, Pending, Worker
+from stream.worker import Worker
 
 
 class _Msg:
@@ -146,7 +147,7 @@ def stream(
         ret.start()
     eng = Engine(EngineConfig())
     key = ScopeKey("document", f"synthetic-{args.dim}")
-    prun = PartitionRun(eng, 0, 0, None)
+    prun = PartitionRun(eng, PartitionOffsets(0, None, 0, 0))
     fake = types.SimpleNamespace(
         s=s, newest_event_time=-np.inf, _warned={}, _cluster_row=Worker._cluster_row
     )
@@ -166,7 +167,7 @@ def stream(
         Worker._rows(fake, prun, results, write, pending)  # type: ignore[arg-type]
         pending.out.clear()
         nxt = offset + len(ids)
-        write.offsets.append(("bench", 0, nxt, nxt, prun.stored))
+        write.offsets.append(OffsetRow("bench", 0, nxt, nxt, prun.offsets.stored))
         since_ck += len(ids)
         if since_ck >= s.checkpoint_items:
             write.checkpoints.append(("bench", 0, nxt, eng.snapshot()))
@@ -176,7 +177,7 @@ def stream(
         loop.run_until_complete(store.commit(write))
         heavy = bool(write.checkpoints or write.runs)
         commits.append((time.perf_counter() - c0, busy, heavy))
-        prun.stored = offset = nxt
+        prun.offsets.stored = prun.offsets.processed = offset = nxt
         sent = pending.outbox_ids
         if not size_half and nxt >= args.items // 2:
             size_half = loop.run_until_complete(db_size(store))
