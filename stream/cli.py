@@ -162,6 +162,13 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    from api.app import serve
+    from api.settings import ApiSettings
+    from stream.replay import load_config
+
+    s = ApiSettings.from_env(port=args.port, host=args.host)
+    return serve(s, load_config(args.config or s.service.engine_config))
 def _export(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -360,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--seconds", type=float, default=30.0)
     wa.add_argument("--interval", type=float, default=2.0)
     wa.set_defaults(func=_watch)
+    ap = sub.add_parser("api", help="serve the HTTP API (read side and batch jobs)")
+    ap.add_argument("--port", type=int, help="CLUSTERER_API_PORT (default 8000)")
+    ap.add_argument("--host", help="CLUSTERER_API_HOST (default 0.0.0.0)")
+    ap.add_argument("--config", type=Path, help="TOML with an [engine] table, for batch jobs")
+    ap.set_defaults(func=_api)
     ex = sub.add_parser(
         "export", help="one UTC day of clusters as Stage 5 ClusterResult JSONL, from PostgreSQL"
     )
