@@ -270,6 +270,27 @@ def to_epoch(text: str) -> float:
     return to_epoch_seconds(text)
 
 
+def _retention(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from state.db import DB_ERRORS
+    from stream.retention import print_report, run_with_stats
+
+    s = _settings(args)
+    try:
+        report, stats = asyncio.run(
+            run_with_stats(s.postgres_dsn, s.retention_policy(), dry_run=args.dry_run)
+        )
+    except DB_ERRORS as exc:
+        print(f"clusterer retention: database error: {exc!r}", file=sys.stderr)
+        return 1
+    if report.skipped:
+        print("clusterer retention: another retention run is in progress", file=sys.stderr)
+        return 1
+    print_report(report, stats)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stream.buildinfo import describe
 
@@ -387,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--entities", default="3-5", help="entities per document")
     fx.add_argument("--storylines", default="1-2", help="storylines per document")
     fx.set_defaults(func=_stage3_fixture)
+    rt = sub.add_parser("retention", help="remove what the retention policy names, once")
+    rt.add_argument("--dry-run", action="store_true", help="count per table; change nothing")
+    rt.set_defaults(func=_retention)
     return p
 
 
