@@ -179,9 +179,24 @@ class ScopeStatistics(BaseModel):
     reconsolidations_skipped: int
 
 
+class TableStorage(BaseModel):
+    """One table that retention bounds (README: Retention)."""
+
+    rows: int
+    bytes: int = Field(description="table, indexes and TOAST")
+    oldest_age_seconds: float | None = Field(
+        description="age of the oldest row retention may remove (outbox: since sent; others:"
+        " in their scope's event time); null when none is held"
+    )
+
+
 class Statistics(BaseModel):
     scopes: list[ScopeStatistics]
     consumer_lag: ConsumerLag
+    storage: dict[str, TableStorage] = Field(
+        description="per table bounded by retention; rows removed are counted by the"
+        " workers' metric clusterer_retention_rows_removed_total"
+    )
 
     batch_jobs: dict[str, int] = Field(description="batch jobs by status")
 

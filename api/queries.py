@@ -14,6 +14,7 @@ import asyncpg
 
 from api.errors import invalid
 from api.models import Filters, Order, SortKey
+from state.retention import table_stats
 
 _SORT_EXPR: dict[str, str] = {
     "last_event_time": "COALESCE(c.last_event_time, '-infinity'::float8)",
@@ -232,7 +233,9 @@ async def statistics(pool: asyncpg.Pool) -> dict[str, Any]:
             " FROM reconsolidation_runs GROUP BY cluster_type"
         )
         jobs = await conn.fetch("SELECT status, count(*) AS n FROM batch_jobs GROUP BY status")
-    return {"by_status": by_status, "items": items, "runs": runs, "jobs": jobs}
+        storage = await table_stats(conn)
+    return {"by_status": by_status, "items": items, "runs": runs, "jobs": jobs,
+            "storage": storage}  # fmt: skip
 
 
 async def recent_events(

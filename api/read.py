@@ -40,6 +40,7 @@ from api.models import (
     SortKey,
     Statistics,
     Status,
+    TableStorage,
 )
 from api.settings import ApiSettings
 from schemas.inputs import EmbeddingType
@@ -541,6 +542,10 @@ async def statistics(request: Request) -> Response:
         ],
         consumer_lag=await lag.get(),
         batch_jobs={r["status"]: int(r["n"]) for r in raw["jobs"]},
+        storage={
+            t: TableStorage(rows=v.rows, bytes=v.bytes, oldest_age_seconds=v.oldest_age_seconds)
+            for t, v in raw["storage"].items()
+        },
     )
     body = stats.model_dump_json().encode()
     await cache.put_answer("statistics", {}, body)

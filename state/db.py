@@ -366,7 +366,8 @@ class Store:
         await conn.executemany(
             "INSERT INTO reconsolidation_clusters (run_id, label, size, medoid_item_id,"
             " medoid_item_ref, mean_similarity, cluster_ids) VALUES ($1, $2, $3, $4,"
-            " (SELECT id FROM cluster_items WHERE cluster_type = $7 AND item_id = $4 LIMIT 1),"
+            " (SELECT id FROM cluster_items WHERE cluster_type = $7 AND item_type = $8"
+            " AND item_id = $4),"
             " $5, $6)",
             [
                 (
@@ -377,6 +378,7 @@ class Store:
                     g.mean_intra_similarity,
                     g.cluster_ids,
                     run.scope,
+                    run.scope.split("/", 1)[0],  # the item type is the scope's embedding type
                 )
                 for g in run.groups
             ],

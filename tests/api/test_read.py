@@ -239,6 +239,11 @@ def test_statistics_per_scope(client: TestClient, populated: Populated) -> None:
         assert s["reconsolidation_runs"] >= 1
         assert s["last_event_time"] is not None
     assert body["consumer_lag"]["status"] in ("ok", "unknown")
+    # retention's view of the stored tables (issue 14): real row counts from PostgreSQL
+    storage = body["storage"]
+    assert storage["cluster_items"]["rows"] == sum(s["items"] for s in body["scopes"])
+    assert storage["clusters"]["rows"] == sum(sum(s["clusters"].values()) for s in body["scopes"])
+    assert all(t["bytes"] > 0 for t in storage.values())
     root = client.get("/statistics")
     assert root.status_code == 200 and root.json()["scopes"] == body["scopes"]
     assert client.get("/statistics", headers={"Authorization": ""}).status_code == 401
