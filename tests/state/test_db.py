@@ -116,3 +116,40 @@ def test_attempts_count_per_first_offset_and_poisoned_records_reach_the_takeover
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_reconsolidation_group_references_its_medoid_row(
+    fresh_database: tuple[str, str],
+) -> None:
+    """Seed 001: a group's medoid is a real membership row (looked up by the unique
+    (cluster_type, item_type, item_id) key); outliers have none."""
+    from schemas.outputs import ReconsolidationGroup, ReconsolidationRecord
+
+    _, dsn = fresh_database
+    cluster = ("c1", "document/m", *CLUSTER[2:])
+    row = ("c1", "document/m", "document", "item-1", "doc-1", 0.9, 1.0)
+    run = ReconsolidationRecord(
+        scope="document/m", sequence=1, trigger="manual", event_time=1.0, parameters={},
+        input_clusters=1, input_points=2, clusters_found=1, outliers=1,
+        groups=[
+            ReconsolidationGroup(label=0, size=1, medoid_id="item-1",
+                                 mean_intra_similarity=1.0, cluster_ids=["c1"]),
+            ReconsolidationGroup(label=-1, size=1, medoid_id=None,
+                                 mean_intra_similarity=None, cluster_ids=["c1"]),
+        ],
+    )  # fmt: skip
+
+    async def go() -> list[tuple[int, str | None]]:
+        store = await Store.connect(dsn)
+        try:
+            await store.commit(BatchWrite("g", clusters=[cluster], items=[row], runs=[run]))
+            async with store.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT g.label, i.item_id FROM reconsolidation_clusters g"
+                    " LEFT JOIN cluster_items i ON i.id = g.medoid_item_ref ORDER BY g.label"
+                )
+            return [(r["label"], r["item_id"]) for r in rows]
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) == [(-1, None), (0, "item-1")]
