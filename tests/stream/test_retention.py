@@ -118,14 +118,7 @@ def test_forget_and_retention_leave_no_ghost_rows(env: Env) -> None:
     members = wait_all_committed(env, n)
     victim = sorted(members)[11]
     doc = env.sql("SELECT document_id FROM cluster_items WHERE item_id=$1", victim)[0][0]
-    out = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "forget", "--document-id", doc],
-        cwd=ROOT,
-        env=env.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = env.cli("forget", "--document-id", doc)
     assert out.returncode == 0, out.stderr
     wait_until(lambda: victim not in env.memberships(), 60, "the item removed")
     runs = metric(w, "clusterer_retention_runs_total", '{result="done"}')
