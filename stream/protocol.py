@@ -107,6 +107,9 @@ class PartitionRun:
     offsets: PartitionOffsets
     since_checkpoint: int = 0
     poisoned: set[int] = field(default_factory=set)  # offsets a replay must skip
+    held_checkpoint: tuple[int, bytes] | None = None
+    """(offset, engine snapshot) taken after a batch, written by the first commit after
+    that batch is published (see `due_checkpoints`)."""
 
 
 @dataclass
@@ -331,6 +334,20 @@ class BatchProtocol:
             metrics.redis_degraded.set(0)
 
     # ------------------------------------------------------------------ settle when idle
+    def due_checkpoints(self, partition: int) -> list[tuple[str, int, int, bytes]]:
+        """The held checkpoint of a partition once everything below its offset is published.
+        Restarting from a checkpoint skips replaying what lies below it, and with it the
+        republishing of outputs a crash between commit and publish lost; so a checkpoint
+        is stored only with (or after) the published offset that covers it."""
+        run = self.runs.get(partition)
+        if run is None or run.held_checkpoint is None:
+            return []
+        at, state = run.held_checkpoint
+        if at > run.offsets.published:
+            return []
+        run.held_checkpoint = None
+        return [(self.topic, partition, at, state)]
+
     def settle(self) -> None:
         """When the input pauses, record what the last batch published (otherwise that
         waits for the next batch's commit), so a restart republishes nothing."""
@@ -344,7 +361,9 @@ class BatchProtocol:
         self._commit_positions(list(self.runs), only_moved=True)
         if not stale and not self.sent_ids:
             return
-        if not self.commit(BatchWrite(self.group, offsets=stale), [o.partition for o in stale]):
+        due = [c for o in stale for c in self.due_checkpoints(o.partition)]
+        write = BatchWrite(self.group, offsets=stale, checkpoints=due)
+        if not self.commit(write, [o.partition for o in stale]):
             return
         for o in stale:
             run = self.runs.get(o.partition)

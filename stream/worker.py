@@ -184,8 +184,11 @@ class Worker:
             nxt = max(int(m.offset() or 0) for m in new + poison) + 1
             run.since_checkpoint += len(new)
             write.offsets.append(self.protocol.offset_row(p, nxt))
+            write.checkpoints.extend(self.protocol.due_checkpoints(p))
             if run.since_checkpoint >= self.s.checkpoint_items:
-                write.checkpoints.append((self.topic, p, nxt, run.engine.snapshot()))
+                # held until this batch is published: a checkpoint ahead of the published
+                # offset would let a restart skip republishing this batch's outputs
+                run.held_checkpoint = (nxt, run.engine.snapshot())
                 run.since_checkpoint = 0
         pending.next_offsets[p] = max(int(m.offset() or 0) for m in ms + poison) + 1
 
