@@ -35,7 +35,12 @@ $C db migrate
 $C topics --with-inputs
 $C --log-level INFO worker >var/run/worker.log 2>&1 &
 WORKER=$!
-trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT
+# the query API and web view, with a token made for this run (never stored in the repo)
+export CLUSTERER_API_PORT=${CLUSTERER_API_PORT:-8000}
+export CLUSTERER_API_ADMIN_TOKENS=${CLUSTERER_API_ADMIN_TOKENS:-demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+$C --log-level INFO api >var/run/api.log 2>&1 &
+API=$!
+trap 'kill -TERM $WORKER $API 2>/dev/null; wait $WORKER $API 2>/dev/null || true' EXIT
 $C produce --count "$COUNT" --rate "$RATE" --dim 384 &
 PRODUCER=$!
 SECONDS_TO_WATCH=$(( COUNT / RATE + 15 ))
@@ -43,3 +48,16 @@ $C watch --seconds "$SECONDS_TO_WATCH" --interval 2
 wait $PRODUCER
 echo "health: $(curl -s "localhost:$CLUSTERER_HTTP_PORT/readyz" || echo unreachable)"
 echo "worker log: var/run/worker.log; metrics: http://localhost:$CLUSTERER_HTTP_PORT/metrics"
+H="Authorization: Bearer $CLUSTERER_API_ADMIN_TOKENS"
+API_URL="http://localhost:$CLUSTERER_API_PORT"
+for t in document event entity storyline; do
+    echo "== biggest $t clusters (GET /api/v1/clusters?embedding_type=$t&sort=size):"
+    curl -sf -H "$H" "$API_URL/api/v1/clusters?embedding_type=$t&sort=size&limit=3" \
+        | .venv/bin/python -c "
+import json, sys
+for c in json.load(sys.stdin)['items']:
+    print('  %5d  %s  %s' % (c['cluster_size'], c['cluster_id'], c['cluster_label'] or ''))" \
+        || echo "  (API unreachable: var/run/api.log)"
+done
+echo "API: $API_URL (web view at /, OpenAPI at /openapi.json); token for this run: $CLUSTERER_API_ADMIN_TOKENS"
+echo "try: curl -s -H '$H' '$API_URL/api/v1/statistics'"

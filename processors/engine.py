@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from processors import checkpoint, lifecycle
+from processors import checkpoint, lifecycle, results
 from processors.batch import (
     DEFAULT_SCOPE,
     Batch,
@@ -20,11 +20,10 @@ from processors.batch import (
     Move,
 )
 from processors.config import EngineConfig
-from processors.facets import EMPTY, Facets, extract, top
+from processors.facets import EMPTY, Facets, extract
 from processors.reconsolidate import Job, Trigger, apply, compute, prepare, reconsolidate
-from processors.representatives import document_frequency, label, representatives
+from processors.representatives import document_frequency
 from processors.scope import ACTIVE, STATUS_NAMES, ScopeKey, ScopeState
-from processors.search import backend_name
 from schemas.errors import CheckpointError
 from schemas.outputs import ClusterResult
 from schemas.validation import InputError
@@ -393,45 +392,7 @@ class Engine:
     def cluster_result(
         self, st: ScopeState, slot: int, df: dict[str, int] | None = None, n_live: int = 0
     ) -> ClusterResult:
-        cfg = self.cfg
-        members = st.members[slot]
-        ids = list(members)[: cfg.max_snapshot_members]
-        docs = list(dict.fromkeys(m.document_id for m in members.values() if m.document_id))
-        fc = st.facets[slot]
-        w = float(st.w[slot])
-        cohesion = float(st.ls[slot] @ st.ls[slot]) / (w * w) if w > 0 else 0.0
-        reps = representatives(st, slot, cfg.representatives_k)
-        if df is None:
-            df = document_frequency(st)
-            n_live = len(st.live_slots())
-        return ClusterResult(
-            cluster_id=st.cluster_id(slot),
-            cluster_type=st.key.embedding_type,
-            scope=st.name,
-            status=STATUS_NAMES[int(st.status[slot])],
-            cluster_label=label(fc, df, max(n_live, 1), cfg.label_terms),
-            cluster_size=len(members),
-            weight=w,
-            member_ids=ids,
-            document_ids=docs,
-            centroid_vector=[float(v) for v in st.cent[slot]],
-            temporal_span=[float(st.t_first[slot]), float(st.t_last[slot])],
-            primary_entities=top(fc.entities, 5),
-            domain=next(iter(top(fc.domains, 1)), None),
-            event_type=next(iter(top(fc.event_types, 1)), None),
-            intra_cluster_similarity=round(cohesion, 6),
-            medoid_id=reps[0] if reps else None,
-            representative_ids=reps,
-            metadata={
-                "algorithm": "faiss-leader+average-link+hdbscan",
-                "search_backend": backend_name(cfg.search_backend),
-                "assign_threshold": cfg.assign_threshold,
-                "merge_threshold": cfg.merge_threshold,
-                "min_cluster_size": cfg.hdbscan_min_cluster_size,
-                "reconsolidations": st.recon_runs,
-                "as_of_event_time": st.watermark,
-            },
-        )
+        return results.cluster_result(self.cfg, st, slot, df, n_live)
 
     def stats(self) -> dict[str, Any]:
         """Per scope: items seen, live clusters by status, size warnings, reconsolidation

@@ -1,4 +1,6 @@
-"""What the engine keeps of an item's metadata: label terms, entities, domain, event type.
+"""What the engine keeps of an item's metadata: label terms, entities, domain, event type, and
+the per-granularity tags Stage 5 reads (seed 003 §3.1): an entity's mention and type, a
+document's categories, a storyline's id and event ids.
 
 Only these small facets are kept per member (not the raw metadata), so a cluster's label and
 dominant fields can be recomputed exactly when a member is deleted.
@@ -79,15 +81,63 @@ _STOP = frozenset(
 )
 
 
+# granularity tags: (kind, value) pairs in one counter per cluster (one dict, not five:
+# there is a FacetCounts per cluster slot, and most clusters use one or two kinds)
+MENTION = "mention"
+ENTITY_TYPE = "entity_type"
+CATEGORY = "category"
+STORYLINE = "storyline"
+EVENT = "event"
+
+
 @dataclass(frozen=True, slots=True)
 class Facets:
     terms: tuple[str, ...] = ()
     entities: tuple[str, ...] = ()
     domain: str | None = None
     event_type: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def tag(self, kind: str) -> str | None:
+        return next((v for k, v in self.tags if k == kind), None)
+
+    def __setstate__(self, state: list[Any]) -> None:
+        """Checkpoints written before a field existed load with that field's default."""
+        values = dict(zip(_FACET_FIELDS, state, strict=False))
+        for name, default in _FACET_DEFAULTS.items():
+            object.__setattr__(self, name, values.get(name, default))
 
 
+_FACET_FIELDS = ("terms", "entities", "domain", "event_type", "tags")
+_FACET_DEFAULTS: dict[str, Any] = {
+    "terms": (),
+    "entities": (),
+    "domain": None,
+    "event_type": None,
+    "tags": (),
+}
 EMPTY = Facets()
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def _names(value: Any) -> list[str]:
+    """Entity names from a list of strings or of objects naming an entity ({"text": ...})."""
+    out: list[str] = []
+    if not isinstance(value, list):
+        return out
+    for v in value:
+        if isinstance(v, dict):
+            v = next((v[k] for k in ("text", "entity_text", "name") if _text(v.get(k))), None)
+        name = _text(v)
+        if name:
+            out.append(name)
+    return out
 
 
 def extract(meta: dict[str, Any] | None) -> Facets:
@@ -97,21 +147,48 @@ def extract(meta: dict[str, Any] | None) -> Facets:
     terms = tuple(
         dict.fromkeys(t for t in _TOKEN.findall(text.lower()) if len(t) > 2 and t not in _STOP)
     )
-    ents: list[str] = []
-    pe = meta.get("primary_entities")
-    if isinstance(pe, list):
-        ents.extend(str(e) for e in pe)
-    et = meta.get("entity_text")
-    if isinstance(et, str) and et:
-        ents.append(et)
-    dom = meta.get("domain")
-    evt = meta.get("event_type")
+    ents = _names(meta.get("primary_entities")) + _names(meta.get("entities"))
+    mention = _text(meta.get("entity_text"))
+    if mention:
+        ents.append(mention)
+    tags: list[tuple[str, str]] = []
+    if mention:
+        tags.append((MENTION, mention))
+    etype = _text(meta.get("entity_type"))
+    if etype:
+        tags.append((ENTITY_TYPE, etype))
+    cats = meta.get("categories")
+    if isinstance(cats, list):
+        tags.extend((CATEGORY, c) for c in dict.fromkeys(x for x in map(_text, cats) if x))
+    story = _text(meta.get("storyline_id"))
+    if story:
+        tags.append((STORYLINE, story))
+    # an event's own id, or the events a storyline spans
+    evs = meta.get("event_ids")
+    ev_ids = [x for x in map(_text, evs) if x] if isinstance(evs, list) else []
+    own = _text(meta.get("event_id"))
+    if own:
+        ev_ids.insert(0, own)
+    tags.extend((EVENT, e) for e in dict.fromkeys(ev_ids))
+    dom = _text(meta.get("domain"))
+    evt = _text(meta.get("event_type"))
+    if not (terms or ents or tags or dom or evt):
+        return EMPTY
     return Facets(
         terms=terms,
         entities=tuple(dict.fromkeys(ents)),
-        domain=dom if isinstance(dom, str) and dom else None,
-        event_type=evt if isinstance(evt, str) and evt else None,
+        domain=dom,
+        event_type=evt,
+        tags=tuple(tags),
     )
+
+
+def _bump(c: Counter[Any], key: Any, sign: int) -> None:
+    n = c[key] + sign
+    if n > 0:
+        c[key] = n
+    else:
+        del c[key]
 
 
 @dataclass(slots=True)
@@ -122,28 +199,44 @@ class FacetCounts:
     entities: Counter[str] = field(default_factory=Counter)
     domains: Counter[str] = field(default_factory=Counter)
     event_types: Counter[str] = field(default_factory=Counter)
+    tags: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, f: Facets, sign: int = 1) -> None:
         if f is EMPTY:
             return
         for t in f.terms:
-            self.terms[t] += sign
+            _bump(self.terms, t, sign)
         for e in f.entities:
-            self.entities[e] += sign
+            _bump(self.entities, e, sign)
         if f.domain:
-            self.domains[f.domain] += sign
+            _bump(self.domains, f.domain, sign)
         if f.event_type:
-            self.event_types[f.event_type] += sign
-        if sign < 0:
-            for c in (self.terms, self.entities, self.domains, self.event_types):
-                for k in [k for k, v in c.items() if v <= 0]:
-                    del c[k]
+            _bump(self.event_types, f.event_type, sign)
+        for g in f.tags:
+            _bump(self.tags, g, sign)
 
     def absorb(self, other: FacetCounts) -> None:
         self.terms.update(other.terms)
         self.entities.update(other.entities)
         self.domains.update(other.domains)
         self.event_types.update(other.event_types)
+        self.tags.update(other.tags)
+
+    def of(self, kind: str) -> Counter[str]:
+        """The tally of one granularity tag kind (MENTION, CATEGORY, ...)."""
+        return Counter({v: n for (k, v), n in self.tags.items() if k == kind})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: Any) -> None:
+        """Checkpoints written before `tags` existed load with an empty tally (a rolling
+        upgrade must not turn stored checkpoints into a crash loop)."""
+        if isinstance(state, tuple):  # the default slots pickle: (None, {slot: value})
+            state = state[1] or {}
+        for name in self.__slots__:
+            value = state.get(name)
+            setattr(self, name, value if value is not None else Counter())
 
 
 def top(counter: Counter[str], n: int) -> list[str]:

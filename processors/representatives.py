@@ -1,4 +1,5 @@
-"""Who stands for a cluster: its medoid, diverse representatives, and a label of terms.
+"""Who stands for a cluster: its medoid, diverse representatives, a label of terms, its
+canonical entity mention, and how alike its members are.
 
 Only reservoir members have vectors in memory, so medoid and representatives are chosen
 among them (the most recent members, which is what a fading cluster is about now).
@@ -7,6 +8,7 @@ among them (the most recent members, which is what a fading cluster is about now
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -64,3 +66,40 @@ def document_frequency(scope: ScopeState) -> dict[str, int]:
         for t in scope.facets[int(s)].terms:
             df[t] = df.get(t, 0) + 1
     return df
+
+
+def canonical_mention(mentions: Counter[str], medoid_mention: str | None) -> str | None:
+    """The mention most members use. Ties go to the medoid's mention (the member closest to
+    the centroid), then to the longest (the most specific form: "Joe Biden" over "Biden"),
+    then alphabetically. Counts, not reservoir vectors, decide, so the choice stays exact
+    when members are deleted."""
+    if not mentions:
+        return None
+    best = max(mentions.values())
+    tied = [m for m, c in mentions.items() if c == best]
+    if medoid_mention in tied:
+        return medoid_mention
+    return min(tied, key=lambda m: (-len(m), m))
+
+
+def mean_pairwise_similarity(scope: ScopeState, slot: int) -> float:
+    """Average cosine between two distinct members, pairs weighted by the product of their
+    decayed weights, from the cluster's sums alone: with S = sum w_i x_i (unit x_i) and
+    W = sum w_i, |S|^2 = sum w_i^2 + sum_{i!=j} w_i w_j cos_ij, hence
+    (|S|^2/W^2 - 1/n_eff) / (1 - 1/n_eff) with n_eff = W^2 / sum w_i^2. The member weights
+    w_i = 2^(-(tref - t_i) / half_life) come from the members' event times; 1 for a single
+    member. Exact while every member's vector is in the sums at its decayed weight (deletes
+    of members outside the reservoir and splits keep it approximate)."""
+    members = scope.members[slot]
+    w = float(scope.w[slot])
+    if len(members) < 2 or w <= 0:
+        return 1.0
+    ls = scope.ls[slot]
+    c = float(ls @ ls) / (w * w)
+    times = np.fromiter((m.event_time for m in members.values()), np.float64, len(members))
+    age = np.maximum(float(scope.tref[slot]) - times, 0.0)
+    wi = np.exp(-math.log(2.0) * age / scope.cfg.half_life_seconds)
+    inv_n_eff = float(wi @ wi) / float(wi.sum()) ** 2
+    if 1.0 - inv_n_eff < 1e-9:
+        return max(-1.0, min(1.0, c))
+    return max(-1.0, min(1.0, (c - inv_n_eff) / (1.0 - inv_n_eff)))

@@ -176,6 +176,7 @@ class EmbeddedDocument(BaseModel):
             add("document", doc.vector_id, doc.vector, {"text": doc.text_source, **doc.metadata})
         for ev in self.event_embeddings:
             meta = {
+                "event_id": ev.event_id,
                 "event_type": ev.event_type,
                 "domain": ev.domain,
                 "storyline_id": ev.storyline_id,
@@ -189,6 +190,8 @@ class EmbeddedDocument(BaseModel):
             add("entity", en.vector_id, en.vector, meta)
         for st in self.storyline_embeddings:
             meta = {
+                "storyline_id": st.storyline_id,
+                "event_ids": st.event_ids,
                 "domain": st.domain,
                 "primary_entities": st.primary_entities,
                 "temporal_span": st.temporal_span,

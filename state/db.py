@@ -78,13 +78,42 @@ class PartitionState:
 
 
 ClusterRow = tuple[
-    str, str, str, int, float, str | None, str | None, str | None, float | None, float | None
+    str,
+    str,
+    str,
+    int,
+    float,
+    str | None,
+    str | None,
+    str | None,
+    float | None,
+    float | None,
+    str | None,
+    bytes | None,
 ]
+"""id, scope, status, size, weight, label, medoid, summary (state.results.summary_json), first
+and last event time, embedding type, centroid (float32 LE). For a cluster that ended, the
+None fields keep what the row held: its last summary, span and centroid stay readable."""
+EventRow = tuple[str, str, str, str, list[str], float, int, str]
+"""cluster_events: event id, cluster id, scope, kind, related ids, event time, sequence,
+the ChangeEvent JSON."""
 ItemRow = tuple[str, str, str, str, str | None, float | None, float | None]
 OutboxRow = tuple[str, str, bytes | None, bytes, str]
-OffsetRow = tuple[str, int, int, int, int | None]
-"""topic, partition, next offset, published offset, and the next offset the writer believes
-is stored now (None: no row yet). The commit only goes through if that belief holds."""
+
+
+@dataclass(frozen=True)
+class OffsetRow:
+    """One partition's offsets as a batch commit writes them (`consumed_offsets`)."""
+
+    topic: str
+    partition: int
+    next_offset: int
+    """the first record whose effects are not in this commit"""
+    published: int
+    """records below it have their outputs published; the stored value never goes back"""
+    expected: int | None
+    """the next offset the writer believes is stored now (None: no row yet); the fence: the
+    commit only goes through if that belief holds"""
 
 
 class Fenced(ClustererError):
@@ -110,6 +139,7 @@ class BatchWrite:
     items: list[ItemRow] = field(default_factory=list)
     removed: list[tuple[str, str, str]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     runs: list[ReconsolidationRecord] = field(default_factory=list)
     offsets: list[OffsetRow] = field(default_factory=list)
     checkpoints: list[tuple[str, int, int, bytes]] = field(default_factory=list)
@@ -210,6 +240,13 @@ class Store:
                     " record_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     [(b.group, t, p, o) for t, p, o in b.poisoned],
                 )
+            if b.events:
+                await conn.executemany(
+                    "INSERT INTO cluster_events (event_id, cluster_id, cluster_type, kind,"
+                    " related_ids, event_time, sequence, payload) VALUES ($1, $2, $3, $4, $5,"
+                    " $6, $7, $8::jsonb) ON CONFLICT (event_id) DO NOTHING",
+                    b.events,
+                )
             for run in b.runs:
                 await self._insert_run(conn, run)
             if b.checkpoints:
@@ -225,17 +262,17 @@ class Store:
     async def _advance_offsets(conn: Any, group: str, offsets: list[OffsetRow]) -> None:
         """Compare-and-set per partition (in partition order, so two writers lock in the same
         order): the stored next offset must still be the one this writer started from."""
-        for topic, part, nxt, pub, expected in sorted(offsets, key=lambda o: (o[0], o[1])):
-            if expected is None:
+        for o in sorted(offsets, key=lambda o: (o.topic, o.partition)):
+            if o.expected is None:
                 ok = await conn.fetchval(
                     "INSERT INTO consumed_offsets (consumer_group, topic, partition,"
                     " next_offset, published_offset) VALUES ($1, $2, $3, $4, $5)"
                     " ON CONFLICT (consumer_group, topic, partition) DO NOTHING RETURNING 1",
                     group,
-                    topic,
-                    part,
-                    nxt,
-                    pub,
+                    o.topic,
+                    o.partition,
+                    o.next_offset,
+                    o.published,
                 )
             else:
                 ok = await conn.fetchval(
@@ -244,14 +281,14 @@ class Store:
                     " WHERE consumer_group = $1 AND topic = $2 AND partition = $3"
                     " AND next_offset = $6 RETURNING 1",
                     group,
-                    topic,
-                    part,
-                    nxt,
-                    pub,
-                    expected,
+                    o.topic,
+                    o.partition,
+                    o.next_offset,
+                    o.published,
+                    o.expected,
                 )
             if ok is None:
-                raise Fenced(topic, part, expected)
+                raise Fenced(o.topic, o.partition, o.expected)
 
     async def _upsert_clusters(self, conn: Any, rows: list[ClusterRow]) -> None:
         await conn.execute(
@@ -269,19 +306,24 @@ class Store:
             "summary",
             "first_event_time",
             "last_event_time",
+            "embedding_type",
+            "centroid",
         ]
         await conn.copy_records_to_table("tmp_clusters", records=rows, columns=cols)
         await conn.execute(
             "INSERT INTO clusters AS c (id, cluster_type, status, size, weight, label,"
-            " medoid_item_id, summary, first_event_time, last_event_time)"
+            " medoid_item_id, summary, first_event_time, last_event_time, embedding_type,"
+            " centroid)"
             " SELECT id, cluster_type, status, size, weight, label, medoid_item_id, summary,"
-            " first_event_time, last_event_time FROM tmp_clusters"
+            " first_event_time, last_event_time, embedding_type, centroid FROM tmp_clusters"
             " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, size = EXCLUDED.size,"
             " weight = EXCLUDED.weight, label = COALESCE(EXCLUDED.label, c.label),"
             " medoid_item_id = COALESCE(EXCLUDED.medoid_item_id, c.medoid_item_id),"
             " summary = COALESCE(EXCLUDED.summary, c.summary),"
-            " first_event_time = EXCLUDED.first_event_time,"
-            " last_event_time = EXCLUDED.last_event_time, updated_at = now()"
+            " first_event_time = COALESCE(EXCLUDED.first_event_time, c.first_event_time),"
+            " last_event_time = COALESCE(EXCLUDED.last_event_time, c.last_event_time),"
+            " embedding_type = COALESCE(EXCLUDED.embedding_type, c.embedding_type),"
+            " centroid = COALESCE(EXCLUDED.centroid, c.centroid), updated_at = now()"
         )
 
     async def _upsert_items(self, conn: Any, rows: list[ItemRow]) -> None:
@@ -324,7 +366,8 @@ class Store:
         await conn.executemany(
             "INSERT INTO reconsolidation_clusters (run_id, label, size, medoid_item_id,"
             " medoid_item_ref, mean_similarity, cluster_ids) VALUES ($1, $2, $3, $4,"
-            " (SELECT id FROM cluster_items WHERE cluster_type = $7 AND item_id = $4 LIMIT 1),"
+            " (SELECT id FROM cluster_items WHERE cluster_type = $7 AND item_type = $8"
+            " AND item_id = $4),"
             " $5, $6)",
             [
                 (
@@ -335,6 +378,7 @@ class Store:
                     g.mean_intra_similarity,
                     g.cluster_ids,
                     run.scope,
+                    run.scope.split("/", 1)[0],  # the item type is the scope's embedding type
                 )
                 for g in run.groups
             ],

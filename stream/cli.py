@@ -162,6 +162,35 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    from api.app import serve
+    from api.settings import ApiSettings
+    from stream.replay import load_config
+
+    s = ApiSettings.from_env(port=args.port, host=args.host)
+    return serve(s, load_config(args.config or s.service.engine_config))
+def _export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from state.db import DB_ERRORS
+    from stream.export import ExportError, check_type, default_name, export, parse_day
+
+    try:
+        if not args.embedding_type or not args.date:
+            raise ExportError("--embedding-type and --date are required")
+        etype, day = check_type(args.embedding_type), parse_day(args.date)
+        out = args.out or default_name(etype, day)
+        n = asyncio.run(export(_settings(args).postgres_dsn, etype, day, out))
+    except ExportError as exc:
+        print(f"clusterer export: {exc}", file=sys.stderr)
+        return 2
+    except DB_ERRORS as exc:
+        print(f"clusterer export: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {n} {etype} clusters of {day.isoformat()} to {out}")
+    return 0
+
+
 def _backfill(args: argparse.Namespace) -> int:
     from stream.backfill import offline, publish, summary
     from stream.replay import load_config
@@ -241,6 +270,27 @@ def to_epoch(text: str) -> float:
     return to_epoch_seconds(text)
 
 
+def _retention(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from state.db import DB_ERRORS
+    from stream.retention import print_report, run_with_stats
+
+    s = _settings(args)
+    try:
+        report, stats = asyncio.run(
+            run_with_stats(s.postgres_dsn, s.retention_policy(), dry_run=args.dry_run)
+        )
+    except DB_ERRORS as exc:
+        print(f"clusterer retention: database error: {exc!r}", file=sys.stderr)
+        return 1
+    if report.skipped:
+        print("clusterer retention: another retention run is in progress", file=sys.stderr)
+        return 1
+    print_report(report, stats)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stream.buildinfo import describe
 
@@ -317,6 +367,18 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--seconds", type=float, default=30.0)
     wa.add_argument("--interval", type=float, default=2.0)
     wa.set_defaults(func=_watch)
+    ap = sub.add_parser("api", help="serve the HTTP API (read side and batch jobs)")
+    ap.add_argument("--port", type=int, help="CLUSTERER_API_PORT (default 8000)")
+    ap.add_argument("--host", help="CLUSTERER_API_HOST (default 0.0.0.0)")
+    ap.add_argument("--config", type=Path, help="TOML with an [engine] table, for batch jobs")
+    ap.set_defaults(func=_api)
+    ex = sub.add_parser(
+        "export", help="one UTC day of clusters as Stage 5 ClusterResult JSONL, from PostgreSQL"
+    )
+    ex.add_argument("--embedding-type", help="document, event, entity or storyline")
+    ex.add_argument("--date", help="UTC day YYYY-MM-DD: clusters whose event-time span meets it")
+    ex.add_argument("--out", type=Path, help="default: clustered_<type>s_<date>.jsonl")
+    ex.set_defaults(func=_export)
     bf = service_cmd("backfill", "cluster a Stage 3 index directory (publish it, or offline)")
     bf.add_argument("--indices", type=Path, required=True, help="Stage 3 vector_indices dir")
     mode = bf.add_mutually_exclusive_group(required=True)
@@ -346,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--entities", default="3-5", help="entities per document")
     fx.add_argument("--storylines", default="1-2", help="storylines per document")
     fx.set_defaults(func=_stage3_fixture)
+    rt = sub.add_parser("retention", help="remove what the retention policy names, once")
+    rt.add_argument("--dry-run", action="store_true", help="count per table; change nothing")
+    rt.set_defaults(func=_retention)
     return p
 
 

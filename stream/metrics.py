@@ -115,3 +115,40 @@ def forget_partition(topic: str, partition: int) -> None:
     would add phantom lag to every sum over the group."""
     with contextlib.suppress(KeyError):
         consumer_lag.remove(topic, str(partition))
+retention_removed = Counter(
+    "clusterer_retention_rows_removed_total",
+    "Rows removed by retention runs, by table",
+    ["table"],
+    registry=REGISTRY,
+)
+retention_table_rows = Gauge(
+    "clusterer_retention_table_rows",
+    "Rows in the tables retention bounds, after the last run",
+    ["table"],
+    registry=REGISTRY,
+)
+retention_table_bytes = Gauge(
+    "clusterer_retention_table_bytes",
+    "Size of those tables with their indexes and TOAST (pg_total_relation_size)",
+    ["table"],
+    registry=REGISTRY,
+)
+retention_oldest_age = Gauge(
+    "clusterer_retention_oldest_age_seconds",
+    "Age of the oldest row retention may remove (outbox: wall clock since sent; others: event"
+    " time of the row's scope); 0 when none is held",
+    ["table"],
+    registry=REGISTRY,
+)
+retention_runs = Counter(
+    "clusterer_retention_runs_total",
+    "Retention runs: done, skipped (another run held the lock), failed",
+    ["result"],
+    registry=REGISTRY,
+)
+retention_run_seconds = Histogram(
+    "clusterer_retention_run_seconds",
+    "Duration of a retention run",
+    buckets=(0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
+    registry=REGISTRY,
+)

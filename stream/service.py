@@ -17,6 +17,7 @@ from state.cache import Cache
 from state.db import DB_ERRORS, Store, migrate
 from stream.crash_loop import CrashLoopGuard, recorder
 from stream.http import Health, serve
+from stream.retention import RetentionThread
 from stream.router import Router
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -40,6 +41,7 @@ class Service:
         self.router: Router | None = None
         self.worker: Worker | None = None
         self.store: Store | None = None
+        self.retention: RetentionThread | None = None
 
     def start(self) -> None:
         if self.s.migrate_on_start:
@@ -56,11 +58,18 @@ class Service:
             self.worker = Worker(self.s, self.engine_cfg, self.store, cache, self.loop, self.health)
             self.worker.relay_outbox()
             self.health.ready_check = self.worker.ready
+            if self.s.retention_interval_seconds > 0:  # off the hot path: see its docstring
+                self.retention = RetentionThread(
+                    self.s.postgres_dsn,
+                    self.s.retention_policy(),
+                    self.s.retention_interval_seconds,
+                )
+                self.retention.start()
         else:
             self.health.ready_check = lambda: (True, {"role": self.role})
         if self.role in ("all", "router"):
             # the router's attempts go through the worker's retrying call when there is one
-            run = self.worker._retry_db if self.worker is not None else self._run_db
+            run = self.worker.protocol.db if self.worker is not None else self._run_db
             guard = CrashLoopGuard(recorder(self.store, self.s.router_group, run))
             self.router = Router(self.s, self.engine_cfg, guard)
 
@@ -88,6 +97,8 @@ class Service:
     def close(self) -> None:
         """Leave the groups (a prompt rebalance for the others) and flush what is pending."""
         t0 = time.monotonic()
+        if self.retention is not None:
+            self.retention.close()
         if self.router is not None:
             self.router.close()
         if self.worker is not None:

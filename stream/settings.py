@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from state.retention import RetentionPolicy
 
 from schemas.errors import ClustererError
 
@@ -41,6 +44,15 @@ class Settings:
     migrate_on_start: bool = True
     engine_config: Path | None = None
     shutdown_seconds: float = 20.0
+    # retention (state/retention.py; README "Retention")
+    retention_outbox_sent_hours: float = 24.0
+    retention_ended_cluster_days: float = 30.0
+    retention_reconsolidation_days: float = 30.0
+    retention_interval_seconds: float = 300.0
+    """how often the service runs retention in the background; 0 turns it off"""
+    retention_batch_rows: int = 500
+    retention_pause_seconds: float = 0.01
+    retention_lock_timeout_ms: int = 200
     extra: dict[str, Any] = field(default_factory=dict)
 
     # topic names ------------------------------------------------------------------
@@ -125,6 +137,24 @@ class Settings:
             raise SettingsError("CLUSTERER_SESSION_TIMEOUT_MS must be at least 3000")
         if not self.input_topics:
             raise SettingsError("CLUSTERER_INPUT_TOPICS must name at least one topic")
+        if not 0.0 <= self.retention_interval_seconds < float("inf"):
+            raise SettingsError("CLUSTERER_RETENTION_INTERVAL_SECONDS must be >= 0 and finite")
+        self.retention_policy()
+
+    def retention_policy(self) -> RetentionPolicy:
+        from state.retention import PolicyError, RetentionPolicy
+
+        try:
+            return RetentionPolicy(
+                outbox_sent_hours=self.retention_outbox_sent_hours,
+                ended_cluster_days=self.retention_ended_cluster_days,
+                reconsolidation_days=self.retention_reconsolidation_days,
+                batch_rows=self.retention_batch_rows,
+                pause_seconds=self.retention_pause_seconds,
+                lock_timeout_ms=self.retention_lock_timeout_ms,
+            )
+        except PolicyError as exc:
+            raise SettingsError(str(exc)) from exc
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:

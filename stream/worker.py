@@ -1,29 +1,21 @@
-"""Stage two of the worker: cluster the by-scope topic with the reliability protocol of
-DESIGN.md.
+"""Stage two of the worker: cluster the by-scope topic.
 
-Per micro-batch: run the engine of each partition; write memberships, cluster rows, the
-outbox (change events, worker-side dead letters), reconsolidation runs and the next offset in
-ONE Postgres transaction; after commit publish assignments, the outbox and cluster snapshots
-with an idempotent producer, refresh Redis, commit offsets to Kafka for lag tools.
-
-Restart and rebalance: a partition's engine is rebuilt from its last checkpoint in Postgres
-and the partition is replayed from the checkpoint's offset. The engine is deterministic, so
-the replay reproduces exactly the state Postgres holds at its stored offset; records below
-that offset are not written again, and records below the published offset are not published
-again. Checkpoints every `checkpoint_items` items bound the replay, hence the rebalance time.
+The loop and the shaping of rows live here: per micro-batch, run the engine of each
+partition and turn its results into memberships, cluster rows, the outbox (change events,
+worker-side dead letters), reconsolidation runs and the messages to publish. What is
+written, published, replayed or skipped, and in which order (the one PostgreSQL transaction
+with the offset fence, the idempotent producer, take-over and replay, fenced batches, the
+idle settle, the outbox relay), is the reliability protocol of `stream.protocol`; the
+README's "The service" section describes it for operators.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,55 +24,27 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from processors import (
     Batch,
     BatchResult,
-    CheckpointError,
     ClusterState,
-    Engine,
     EngineConfig,
     Move,
     ScopeKey,
 )
+from schemas.outputs import ClusterResult
 from schemas.validation import InputError
 from state.cache import Cache
-from state.db import DB_ERRORS, BatchWrite, ClusterRow, Fenced, ItemRow, PartitionState, Store
+from state.db import DB_ERRORS, BatchWrite, ClusterRow, ItemRow, Store
+from state.results import cluster_row, event_row, summary_json
 from stream import metrics, records
-from stream.crash_loop import CrashLoopGuard, recorder
 from stream.dead_letters import dead_letter
 from stream.http import Health
+from stream.protocol import BatchProtocol, PartitionRun, Pending
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-_RESET_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, RuntimeError)
 _DLQ_NS = uuid.UUID("7a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
-
-Header = list[tuple[str, str | bytes | None]]
-Out = tuple[str, bytes | None, bytes | None, Header | None]
-
-
-@dataclass
-class PartitionRun:
-    engine: Engine
-    replay_until: int  # records below: their effects are already in Postgres
-    published: int  # records below: their outputs are already published
-    stored: int | None  # next offset in Postgres as this worker last saw it (None: no row)
-    since_checkpoint: int = 0
-    poisoned: set[int] = field(default_factory=set)  # offsets a replay must skip
-
-
-@dataclass
-class Pending:
-    """What one committed batch still has to do after the commit."""
-
-    out: list[Out] = field(default_factory=list)
-    outbox_ids: list[str] = field(default_factory=list)
-    cache_set: list[tuple[str, str, str]] = field(default_factory=list)
-    cache_del: list[tuple[str, str]] = field(default_factory=list)
-    cache_summaries: list[tuple[str, str | None]] = field(default_factory=list)
-    next_offsets: dict[int, int] = field(default_factory=dict)
 
 
 class Worker:
-    DB_CALL_TIMEOUT = 120.0  # one batch commit (or load) never waits longer than this
-
     def __init__(
         self,
         s: Settings,
@@ -97,18 +61,29 @@ class Worker:
         self.loop = loop
         self.health = health or Health()
         self.topic = s.by_scope_topic
-        self.runs: dict[int, PartitionRun] = {}
-        self.guard = CrashLoopGuard(recorder(store, s.group_id, self._retry_db))
-        self.sent_ids: list[str] = []  # published outbox rows, marked sent in the next commit
-        self.postgres_ok = True
         self.newest_event_time = -np.inf
         self._lag_at = 0.0
-        self._settled: dict[int, int] = {}  # published offset last written per partition
-        self._db_since: float | None = None  # start of the database call in flight
-        self._kafka_committed: dict[int, int] = {}  # position last committed to Kafka
         self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
         self.producer = Producer(s.producer_config())
+        self.protocol = BatchProtocol(
+            s.group_id,
+            self.topic,
+            engine_cfg,
+            store,
+            cache,
+            self.consumer,
+            self.producer,
+            loop,
+            self.health,
+        )
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    @property
+    def runs(self) -> dict[int, PartitionRun]:
+        return self.protocol.runs
+
+    def relay_outbox(self) -> int:
+        return self.protocol.relay_outbox()
 
     def run_sync(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -117,60 +92,14 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances.labels("assigned").inc()
         for tp in partitions:
-            tp.offset = self._take_over(tp.partition)
+            tp.offset = self.protocol.take_over(tp.partition)
         consumer.assign(partitions)
         self.relay_outbox()
-
-    def _take_over(self, partition: int) -> int:
-        """Rebuild a partition's engine from Postgres; returns the offset to read from."""
-        st: PartitionState = self._retry_db(
-            functools.partial(self.store.load_partition, self.s.group_id, self.topic, partition)
-        )
-        engine, start = Engine(self.cfg), 0
-        if st.checkpoint:
-            try:
-                engine = Engine.restore(st.checkpoint)
-                start = st.checkpoint_offset if st.checkpoint_offset is not None else 0
-            except CheckpointError as exc:
-                # e.g. a pickle from before checkpoint format 1: rebuild from the start of
-                # the partition instead (records below the stored offset are not written
-                # again, below the published offset not published again)
-                log.warning(
-                    "partition %d: checkpoint not used (%s); reading from 0", partition, exc
-                )
-        stored = st.next_offset if st.next_offset is not None else start
-        published = st.published_offset if st.published_offset is not None else start
-        self.runs[partition] = PartitionRun(
-            engine, stored, published, st.next_offset, poisoned=st.poisoned
-        )
-        log.info(
-            "partition %d: checkpoint at %d, stored offset %d, published %d",
-            partition,
-            start,
-            stored,
-            published,
-        )
-        return start
-
-    def _fenced(self, exc: Fenced, partitions: list[int]) -> None:
-        """Another worker committed one of these partitions since this one loaded it (this
-        one missed a rebalance: a zombie). The whole batch was rolled back, so every
-        partition in it is reloaded from what Postgres holds and read again from there;
-        nothing of the batch was published. If the partition really moved, the revocation
-        follows at the next poll."""
-        metrics.fenced.inc()
-        log.warning("commit fenced (%s); reloading partitions %s", exc, partitions)
-        for p in partitions:
-            if p in self.runs:
-                start = self._take_over(p)
-                self.consumer.seek(TopicPartition(self.topic, p, start))
-                self.guard.excuse(self.topic, p)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances.labels("revoked").inc()
         for tp in partitions:
-            self.runs.pop(tp.partition, None)
-            self.guard.forget(tp.topic, tp.partition)
+            self.protocol.revoke(tp.partition)
             metrics.forget_partition(self.topic, tp.partition)
         consumer.unassign()
 
@@ -186,36 +115,18 @@ class Worker:
                     log.warning("consumer error: %s", err)
                 continue
             good.setdefault(int(m.partition() or 0), []).append(m)
-        if self.cache.needs_rebuild and self.cache.available():
-            self._rebuild_cache()
-        poison: dict[int, list[Message]] = {}
-        if good:
-            # replayed records (below what PostgreSQL holds) were processed before: only the
-            # records after them are attempts the crash-loop guard counts
-            replayed: list[Message] = []
-            fresh: list[Message] = []
-            for p, ms in good.items():
-                run = self.runs.get(p)
-                until = run.replay_until if run is not None else 0
-                for m in ms:
-                    (replayed if int(m.offset() or 0) < until else fresh).append(m)
-            admitted = self.guard.admit(fresh)
-            for tp in admitted.rewind:
-                self.consumer.seek(tp)
-            good = {}
-            for m in replayed + admitted.keep:
-                good.setdefault(int(m.partition() or 0), []).append(m)
-            for m in admitted.poison:
-                poison.setdefault(int(m.partition() or 0), []).append(m)
+        self.protocol.rebuild_cache_if_due()
+        good, poison = self.protocol.admit(good)  # 2. crash-loop guard
         if not good and not poison:
-            self._settle()
+            self.protocol.settle()
             self._gauges()
             return 0
         t0 = time.perf_counter()
-        write = BatchWrite(self.s.group_id, sent_event_ids=self.sent_ids)
+        write = BatchWrite(self.s.group_id)
         pending = Pending()
         n = 0
-        for p in sorted(set(good) | set(poison)):
+        parts = sorted(set(good) | set(poison))
+        for p in parts:
             run = self.runs.get(p)
             if run is None:  # revoked inside this consume call
                 continue
@@ -223,34 +134,15 @@ class Worker:
             n += len(good.get(p, [])) + len(poison.get(p, []))
         t1 = time.perf_counter()
         metrics.batch_seconds.labels("engine").observe(t1 - t0)
-        try:
-            self._retry_db(lambda: self.store.commit(write))
-        except Fenced as exc:
-            self._fenced(exc, sorted(set(good) | set(poison)))
+        if not self.protocol.commit(write, parts):  # 4. one transaction, fence first
             return 0
-        self._stored(write)
         t2 = time.perf_counter()
         metrics.batch_seconds.labels("postgres").observe(t2 - t1)
-        self.sent_ids = []
-        self._publish(pending)
+        self.protocol.publish(pending)  # 5. and 6.
         t3 = time.perf_counter()
         metrics.batch_seconds.labels("produce").observe(t3 - t2)
-        for p, nxt in pending.next_offsets.items():
-            run = self.runs.get(p)
-            if run is not None:
-                run.published = max(run.published, nxt)
-        if pending.next_offsets:
-            # positions, not last offset + 1: they step over transaction markers, so lag
-            # tools read 0 when everything is processed
-            tps = [TopicPartition(self.topic, p) for p in pending.next_offsets]
-            done = [tp for tp in self.consumer.position(tps) if tp.offset >= 0]
-            if done:
-                self.consumer.commit(offsets=done, asynchronous=True)
-                self._kafka_committed.update({tp.partition: tp.offset for tp in done})
-        if self.cache.apply(pending.cache_set, pending.cache_del, pending.cache_summaries):
-            metrics.redis_degraded.set(0)
-        else:
-            metrics.redis_degraded.set(1)
+        self.protocol.after_publish(pending)  # 7.
+        self.protocol.refresh_cache(pending)  # 8.
         metrics.batch_seconds.labels("total").observe(time.perf_counter() - t0)
         metrics.consumed.labels("worker").inc(n)
         self._gauges()
@@ -265,12 +157,13 @@ class Worker:
         pending: Pending,
         poison: list[Message],
     ) -> None:
+        offsets = run.offsets
         ms = [m for m in ms if int(m.offset() or 0) not in run.poisoned]
-        old = [m for m in ms if int(m.offset() or 0) < run.replay_until]
-        new = [m for m in ms if int(m.offset() or 0) >= run.replay_until]
+        old = [m for m in ms if offsets.replayed(int(m.offset() or 0))]
+        new = [m for m in ms if not offsets.replayed(int(m.offset() or 0))]
         for m in poison:  # crashed the worker twice: dead-lettered, skipped by every replay
             off = int(m.offset() or 0)
-            if off < run.replay_until:
+            if run.offsets.replayed(off):
                 continue
             self._dead(m, InputError("poison", "processing failed repeatedly at this offset"),
                        write, pending, _input_json(m))  # fmt: skip
@@ -279,19 +172,18 @@ class Worker:
         if old:  # effects already in Postgres; outputs maybe not published yet
             res = self._run_engine(run, old, None, pending)
             self._outputs(run, res, None, pending)
-        if new or any(int(m.offset() or 0) >= run.replay_until for m in poison):
+        if new or any(not offsets.replayed(int(m.offset() or 0)) for m in poison):
             t0 = time.perf_counter()
             res = self._run_engine(run, new, write, pending)
             if any(r.reconsolidations for r, _ in res):
-                # the engine reconsolidates inline at fixed item positions (determinism):
-                # the engine time of such a batch is what a reconsolidation costs the stream
+                # reconsolidation runs in the background; a batch that applied a finished
+                # run waited for it: its engine time is what the run cost the stream
                 metrics.reconsolidation_seconds.observe(time.perf_counter() - t0)
             self._outputs(run, res, write, pending)
             self._rows(run, res, write, pending)
             nxt = max(int(m.offset() or 0) for m in new + poison) + 1
-            run.replay_until = nxt
             run.since_checkpoint += len(new)
-            write.offsets.append((self.topic, p, nxt, run.published, run.stored))
+            write.offsets.append(self.protocol.offset_row(p, nxt))
             if run.since_checkpoint >= self.s.checkpoint_items:
                 write.checkpoints.append((self.topic, p, nxt, run.engine.snapshot()))
                 run.since_checkpoint = 0
@@ -383,7 +275,7 @@ class Worker:
         eng = run.engine
         for res, msgs in results:
             for i, a in enumerate(res.assignments()):
-                if int(msgs[i].offset() or 0) >= run.published:
+                if run.offsets.unpublished(int(msgs[i].offset() or 0)):
                     pending.out.append(
                         (
                             self.s.assignments_topic,
@@ -406,6 +298,7 @@ class Worker:
                     (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
                 )
                 pending.outbox_ids.append(ev.event_id)
+                write.events.append(event_row(ev))
                 pending.out.append((self.s.changes_topic, ev.cluster_id.encode(), payload, None))
                 if ev.kind == "retired":
                     gone.add(ev.cluster_id)
@@ -426,7 +319,8 @@ class Worker:
                 pending.out.append(
                     (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
                 )
-                pending.cache_summaries.append((cid, _summary(result.model_dump())))
+                pending.cache_summaries.append((cid, summary_json(result)))
+                pending.results[cid] = result
 
     def _rows(
         self,
@@ -446,7 +340,6 @@ class Worker:
             moves.update({(mv.scope, mv.item_id): mv for mv in res.moves})
             clusters.update({cs.cluster_id: cs for cs in res.clusters})
             warned += res.size_warnings
-        summaries = dict(pending.cache_summaries)
         for mv in moves.values():
             if mv.cluster_id is None:
                 write.removed.append((mv.scope, mv.embedding_type, mv.item_id))
@@ -464,7 +357,7 @@ class Worker:
             write.items.append(row)
             pending.cache_set.append((mv.scope, mv.item_id, mv.cluster_id))
         for cs in clusters.values():
-            write.clusters.append(self._cluster_row(cs, summaries))
+            write.clusters.append(self._cluster_row(cs, pending.results.get(cs.cluster_id)))
         if warned:
             metrics.size_warnings.inc(len(warned))
             log.warning(
@@ -472,140 +365,25 @@ class Worker:
             )
 
     @staticmethod
-    def _cluster_row(cs: ClusterState, summaries: dict[str, str | None]) -> ClusterRow:
-        cid = cs.cluster_id
-        if cs.status in ("merged", "retired"):
-            return (cid, cs.scope, cs.status, 0, 0.0, None, None, None, None, None)
-        summary = summaries.get(cid)
-        label = medoid = None
-        if summary is not None:
-            obj = json.loads(summary)
-            label, medoid = obj.get("label"), obj.get("medoid_id")
-        return (
-            cid,
+    def _cluster_row(cs: ClusterState, result: ClusterResult | None) -> ClusterRow:
+        """`result`: the cluster's ClusterResult when this batch published one (active
+        clusters); it gives the row its summary, label and medoid."""
+        span = None
+        if cs.first_event_time is not None and cs.last_event_time is not None:
+            span = (cs.first_event_time, cs.last_event_time)
+        return cluster_row(
+            cs.cluster_id,
             cs.scope,
+            cs.embedding_type,
             cs.status,
             cs.size,
             cs.weight,
-            label,
-            medoid,
-            summary,
-            cs.first_event_time,
-            cs.last_event_time,
+            span,
+            cs.centroid,
+            result,
         )
-
-    def _publish(self, pending: Pending) -> None:
-        for topic, key, value, headers in pending.out:
-            while True:
-                try:
-                    self.producer.produce(topic, value, key=key, headers=headers)
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-            metrics.produced.labels(topic).inc()
-        left = self.producer.flush(60)
-        if left:
-            raise RuntimeError(f"{left} messages not delivered; restarting from Postgres")
-        self.sent_ids.extend(pending.outbox_ids)
-
-    def _settle(self) -> None:
-        """When the input pauses, record what the last batch published (otherwise that
-        waits for the next batch's commit), so a restart republishes nothing."""
-        stale = [
-            (self.topic, p, run.replay_until, run.published, run.stored)
-            for p, run in self.runs.items()
-            if run.published > self._settled.get(p, -1)
-        ]
-        self._commit_positions()
-        if not stale and not self.sent_ids:
-            return
-        write = BatchWrite(self.s.group_id, offsets=stale, sent_event_ids=self.sent_ids)
-        try:
-            self._retry_db(lambda: self.store.commit(write))
-        except Fenced as exc:
-            self._fenced(exc, [p for _, p, *_ in stale])
-            return
-        self._stored(write)
-        self.sent_ids = []
-        for _, p, _, pub, _ in stale:
-            self._settled[p] = pub
-
-    def _stored(self, write: BatchWrite) -> None:
-        """After a commit: what Postgres now holds is what the next fence compares with."""
-        for _, p, nxt, _, _ in write.offsets:
-            run = self.runs.get(p)
-            if run is not None:
-                run.stored = nxt
-
-    def _commit_positions(self) -> None:
-        """Idle: the consumer may have stepped over a trailing transaction marker since the
-        last commit; committing its position lets lag tools read 0."""
-        tps = [TopicPartition(self.topic, p) for p in self.runs]
-        moved = [
-            tp
-            for tp in self.consumer.position(tps)
-            if tp.offset >= 0 and tp.offset != self._kafka_committed.get(tp.partition)
-        ]
-        if moved:
-            self.consumer.commit(offsets=moved, asynchronous=True)
-            self._kafka_committed.update({tp.partition: tp.offset for tp in moved})
-
-    # ------------------------------------------------------------------ outbox relay
-    def relay_outbox(self) -> int:
-        """Publish rows committed but not marked sent (a crash between commit and publish)."""
-        rows = self._retry_db(lambda: self.store.unsent())
-        if not rows:
-            return 0
-        for r in rows:
-            headers: Header = [(k, v) for k, v in json.loads(r["headers"])]
-            self.producer.produce(
-                r["topic"], bytes(r["payload"]), key=r["key"], headers=headers or None
-            )
-        if self.producer.flush(60):
-            raise RuntimeError("outbox relay: messages not delivered")
-        ids = [r["event_id"] for r in rows]
-        self._retry_db(lambda: self.store.mark_sent(ids))
-        log.info("relayed %d unsent outbox rows", len(rows))
-        return len(rows)
 
     # ------------------------------------------------------------------ helpers
-    def _retry_db(self, make: Callable[[], Any], limit_seconds: float = 600.0) -> Any:
-        """Run one database call, retrying with backoff while Postgres is unreachable."""
-        delay, deadline = 0.2, time.monotonic() + limit_seconds
-        while True:
-            self._db_since = time.monotonic()
-            try:
-                out = self.run_sync(asyncio.wait_for(make(), self.DB_CALL_TIMEOUT))
-                if not self.postgres_ok:
-                    log.warning("postgres is reachable again")
-                self.postgres_ok = True
-                return out
-            except DB_ERRORS as exc:
-                self.postgres_ok = False
-                metrics.postgres_retries.inc()
-                self._reset_pool()
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
-                self.health.beat()
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                self._db_since = None
-
-    def _reset_pool(self) -> None:
-        """After a failure no pooled connection is trusted: the next call opens new ones."""
-        with contextlib.suppress(*_RESET_ERRORS):
-            self.run_sync(asyncio.wait_for(self.store.pool.expire_connections(), 10))
-
-    def _rebuild_cache(self) -> None:
-        n = self._retry_db(
-            lambda: self.cache.rebuild(self.store.memberships, self.store.live_cluster_summaries)
-        )
-        if not self.cache.needs_rebuild:
-            log.info("redis cache rebuilt from postgres: %d items", n)
-            metrics.redis_degraded.set(0)
-
     def _gauges(self) -> None:
         now = time.time()
         if self.newest_event_time > -np.inf:
@@ -614,14 +392,15 @@ class Worker:
             return
         self._lag_at = now
         # readiness must notice a lost database even while no batch needs it
-        was = self.postgres_ok
+        proto = self.protocol
+        was = proto.postgres_ok
         try:
-            self.postgres_ok = bool(self.run_sync(asyncio.wait_for(self.store.ping(), 10)))
+            proto.postgres_ok = bool(self.run_sync(asyncio.wait_for(self.store.ping(), 10)))
         except DB_ERRORS:
-            self.postgres_ok = False
-        if not self.postgres_ok:
-            self._reset_pool()
-        if was and not self.postgres_ok:
+            proto.postgres_ok = False
+        if not proto.postgres_ok:
+            proto.reset_pool()
+        if was and not proto.postgres_ok:
             log.warning("postgres unreachable")
         for p in list(self.runs):
             tp = TopicPartition(self.topic, p)
@@ -644,9 +423,9 @@ class Worker:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Called from the HTTP thread: reads flags only. A database call in flight for more
         than a few seconds counts as unreachable (the loop is waiting on it)."""
-        since = self._db_since
+        since = self.protocol.db_since
         stalled = since is not None and time.monotonic() - since > 5.0
-        pg_ok = self.postgres_ok and not stalled
+        pg_ok = self.protocol.postgres_ok and not stalled
         detail = {
             "partitions": sorted(self.runs),
             "postgres": "ok" if pg_ok else "unreachable",
@@ -667,21 +446,3 @@ def _input_json(m: Message) -> bytes | None:
         return records.as_input_json(rec) if isinstance(rec, records.Routed) else None
     except Exception:
         return None
-
-
-def _summary(result: dict[str, Any]) -> str:
-    """The small per-cluster record kept in Postgres and Redis (no member lists)."""
-    keep = {
-        "cluster_id": result["cluster_id"],
-        "scope": result["scope"],
-        "status": result["status"],
-        "label": result["cluster_label"],
-        "size": result["cluster_size"],
-        "weight": result["weight"],
-        "medoid_id": result["medoid_id"],
-        "representative_ids": result["representative_ids"],
-        "temporal_span": result["temporal_span"],
-        "domain": result["domain"],
-        "event_type": result["event_type"],
-    }
-    return json.dumps(keep, separators=(",", ":"))

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -155,3 +157,212 @@ def test_embedded_document_missing_field_is_schema_violation():
     assert (
         reason(json.dumps({"embedded_at": "2025-01-01T00:00:00Z"}).encode()) == "schema_violation"
     )
+
+
+# --------------------------------------------------------------------------- Stage 5 output
+# seed 003 §3.5, verbatim but for the elided list tails
+SEED_CLUSTER_RESULT = {
+    "cluster_id": "event_cluster_001",
+    "cluster_type": "event",
+    "cluster_label": "G7 Summit Diplomatic Meetings",
+    "cluster_size": 45,
+    "member_ids": ["doc_001_event_0", "doc_002_event_3"],
+    "document_ids": ["doc_001", "doc_002"],
+    "centroid_vector": [0.1, 0.2, 0.3],
+    "temporal_span": ["2025-12-10T00:00:00Z", "2025-12-15T00:00:00Z"],
+    "primary_entities": ["G7", "Japan", "United States"],
+    "domain": "diplomatic_relations",
+    "event_type": "contact_meet",
+    "intra_cluster_similarity": 0.87,
+    "metadata": {
+        "algorithm": "hdbscan",
+        "min_cluster_size": 5,
+        "timestamp": "2025-12-24T10:00:00Z",
+    },
+}
+# seed 003 §3.1: the keys each granularity's cluster model adds, with the type of its values
+GRANULARITY_KEYS: dict[str, dict[str, type]] = {
+    "document": {},
+    "event": {"event_ids": list, "event_type": str, "domain": str, "primary_entities": list},
+    "entity": {"canonical_entity": str, "entity_type": str, "entity_mentions": list},
+    "storyline": {
+        "storyline_ids": list,
+        "event_ids": list,
+        "primary_entities": list,
+        "domain": str,
+    },
+}
+# what a level's members carry no metadata for (seed 003 §2.3): null or empty there
+NULLABLE: dict[str, tuple[str, ...]] = {
+    "document": ("domain", "event_type", "primary_entities"),
+    "event": (),
+    "entity": ("domain", "event_type"),
+    "storyline": ("event_type",),
+}
+_STORIES = [
+    ("G7 summit opens in Japan", "diplomatic_relations", "contact_meet", ["G7", "Japan"]),
+    ("Central bank raises rates", "economic_activity", "policy_change", ["Federal Reserve"]),
+    ("Floods hit the coast", "environmental", "natural_disaster", ["Red Cross"]),
+]
+_VARIANTS = ["Joe Biden", "Biden", "President Biden"]
+
+
+def _iso_z(value: str) -> float:
+    assert value.endswith("Z"), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _stage3_documents(dim: int = 32, per_story: int = 5) -> list[bytes]:
+    """Stage 3 `EmbeddedDocument` messages (seed 003 §2.4) with all four levels: per story a
+    direction per level, per document two events, three entity mentions and a storyline."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((len(_STORIES), 4, dim))
+
+    def vec(story: int, level: int) -> list[float]:
+        v = base[story, level] + 0.08 * rng.standard_normal(dim)
+        return (v / np.linalg.norm(v)).round(6).tolist()
+
+    out = []
+    for i in range(per_story * len(_STORIES)):
+        s = i % len(_STORIES)
+        title, domain, etype, ents = _STORIES[s]
+        doc_id = f"doc_{i:03d}"
+        day = f"2025-12-{10 + i // 8:02d}T{(i % 8) * 3:02d}:00:00Z"  # 3 hours apart
+        events = [f"{doc_id}_event_{k}" for k in range(2)]
+        doc = {
+            "document_id": doc_id,
+            "job_id": "batch123",
+            "embedded_at": "2025-12-24T10:00:00Z",
+            "source_processed_document": {"title": title},
+            "document_embedding": {
+                "document_id": doc_id,
+                "vector_id": f"doc_emb_{doc_id}",
+                "vector": vec(s, 0),
+                "text_source": title,
+                "normalized_date": day,
+                "metadata": {"title": title, "categories": ["world", domain.split("_")[0]]},
+            },
+            "event_embeddings": [
+                {
+                    "event_id": e,
+                    "document_id": doc_id,
+                    "vector_id": f"event_emb_{e}",
+                    "vector": vec(s, 1),
+                    "event_type": etype,
+                    "domain": domain,
+                    "storyline_id": f"storyline_batch123_{i}",
+                    "event_description": title,
+                    "metadata": {"entities": ents, "temporal_reference": day},
+                }
+                for e in events
+            ],
+            "entity_embeddings": [
+                {
+                    "entity_id": f"{doc_id}_entity_{k}",
+                    "document_id": doc_id,
+                    "vector_id": f"entity_emb_{doc_id}_{k}",
+                    "vector": vec(s, 2),
+                    "entity_text": _VARIANTS[(i + k) % 3] if s == 0 else f"{ents[0]} {k % 2}",
+                    "entity_type": "PER" if s == 0 else "ORG",
+                    "context": title,
+                    "metadata": {},
+                }
+                for k in range(3)
+            ],
+            "storyline_embeddings": [
+                {
+                    "storyline_id": f"storyline_batch123_{i}",
+                    "vector_id": f"storyline_emb_{i}",
+                    "vector": vec(s, 3),
+                    "event_ids": events,
+                    "primary_entities": ents,
+                    "domain": domain,
+                    "temporal_span": [day, day],
+                    "storyline_summary": title,
+                    "metadata": {},
+                }
+            ],
+            "embedding_metadata": {"model_name": "all-mpnet-base-v2", "dimension": dim},
+        }
+        out.append(json.dumps(doc).encode())
+    return out
+
+
+def _assert_shape(example: Any, real: Any, where: str) -> None:
+    """`real` has every key of `example`, values of the same JSON type, ISO times that parse."""
+    if isinstance(example, dict):
+        assert isinstance(real, dict), where
+        for k, v in example.items():
+            assert k in real, f"{where}.{k} missing"
+            _assert_shape(v, real[k], f"{where}.{k}")
+    elif isinstance(example, list):
+        assert isinstance(real, list) and real, f"{where}: {real!r}"
+        for item in real:
+            _assert_shape(example[0], item, f"{where}[]")
+    elif isinstance(example, bool) or example is None:
+        assert real is example, where
+    elif isinstance(example, int):
+        assert isinstance(real, int) and not isinstance(real, bool), f"{where}: {real!r}"
+    elif isinstance(example, float):
+        assert isinstance(real, int | float) and not isinstance(real, bool), f"{where}: {real!r}"
+    else:
+        assert isinstance(real, str), f"{where}: {real!r}"
+        if example.endswith("Z") and example[:4].isdigit():
+            _iso_z(real)
+
+
+def test_a_real_output_line_has_the_seed_cluster_result_shape() -> None:
+    """Stage 3 documents through the real decode path and engine; every snapshot line, of
+    each of the four granularities, against seed 003 §3.5's example, §3.1's per-level keys
+    and the generated JSON Schema file."""
+    import jsonschema_rs
+
+    from processors import Batch, Engine, EngineConfig
+
+    events = [e for raw in _stage3_documents() for e in decode_message(raw)]
+    eng = Engine(EngineConfig())
+    eng.learn(  # as the worker calls it
+        Batch(
+            np.vstack([e.vector for e in events]),
+            [e.item_id for e in events],
+            np.asarray([e.event_time for e in events]),
+            [e.document_id for e in events],
+            [e.metadata for e in events],
+            [eng.scope_key(e.embedding_type, e.embedding_model, e.metadata) for e in events],
+        )
+    )
+    lines = [c.model_dump_json() for c in eng.results()]
+    validator = jsonschema_rs.validator_for(
+        json.loads((DIR / "cluster_result.schema.json").read_text())
+    )
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        obj = json.loads(line)
+        validator.validate(obj)
+        by_type.setdefault(obj["cluster_type"], []).append(obj)
+    assert sorted(by_type) == ["document", "entity", "event", "storyline"]
+    for kind, objs in by_type.items():
+        for obj in objs:
+            example = dict(SEED_CLUSTER_RESULT)
+            for k in NULLABLE[kind]:  # present, null or empty where the level has none
+                assert k in obj
+                example.pop(k)
+            _assert_shape(example, obj, kind)
+            for k, t in GRANULARITY_KEYS[kind].items():
+                assert isinstance(obj[k], t) and obj[k], f"{kind}.{k}: {obj[k]!r}"
+                if t is list:
+                    assert all(isinstance(v, str) for v in obj[k]), f"{kind}.{k}"
+            first, last = (_iso_z(t) for t in obj["temporal_span"])
+            assert first <= last <= _iso_z(obj["metadata"]["timestamp"])
+            assert len(obj["centroid_vector"]) == 32
+            assert obj["cluster_size"] == len(obj["member_ids"])
+            assert 0.0 < obj["intra_cluster_similarity"] <= 1.0
+    biden = next(o for o in by_type["entity"] if o["entity_type"] == "PER")
+    assert sorted(biden["entity_mentions"]) == sorted(_VARIANTS)
+    assert biden["canonical_entity"] in _VARIANTS
+    g7 = next(o for o in by_type["storyline"] if o["domain"] == "diplomatic_relations")
+    assert all(e.startswith("doc_") and "_event_" in e for e in g7["event_ids"])
+    docs = next(
+        o for o in by_type["document"] if "diplomatic" in o["metadata"]["dominant_categories"]
+    )
+    assert docs["metadata"]["dominant_categories"][0] in ("diplomatic", "world")

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from state.db import BatchWrite, Fenced, Store
+from state.db import BatchWrite, Fenced, OffsetRow, Store
 
 ROW = ("c1", "scope-a", "document", "item-1", "doc-1", 0.9, 1.0)
-CLUSTER = ("c1", "scope-a", "active", 1, 1.0, None, None, None, 1.0, 1.0)
+CLUSTER = ("c1", "scope-a", "active", 1, 1.0, None, None, None, 1.0, 1.0, "document", None)
 
 
 async def _commit_twice(dsn: str, first: BatchWrite, second: BatchWrite) -> tuple[int, int]:
@@ -33,9 +33,11 @@ def test_two_writers_starting_from_the_same_offset_only_the_first_commits(
     """A zombie (still believes the stored offset is 100) loses to the worker that moved it;
     nothing of the zombie's batch is written, not even its memberships."""
     _, dsn = fresh_database
-    setup = BatchWrite("g", offsets=[("t", 0, 100, 100, None)])
-    owner = BatchWrite("g", offsets=[("t", 0, 150, 150, 100)])
-    zombie = BatchWrite("g", clusters=[CLUSTER], items=[ROW], offsets=[("t", 0, 130, 130, 100)])
+    setup = BatchWrite("g", offsets=[OffsetRow("t", 0, 100, 100, None)])
+    owner = BatchWrite("g", offsets=[OffsetRow("t", 0, 150, 150, 100)])
+    zombie = BatchWrite(
+        "g", clusters=[CLUSTER], items=[ROW], offsets=[OffsetRow("t", 0, 130, 130, 100)]
+    )
 
     async def go() -> tuple[int, int]:
         store = await Store.connect(dsn)
@@ -55,8 +57,10 @@ def test_first_commit_of_a_partition_is_fenced_when_someone_else_created_it(
 ) -> None:
     """Two workers that both found no row: the second insert is refused, not merged."""
     _, dsn = fresh_database
-    first = BatchWrite("g", offsets=[("t", 0, 10, 10, None)])
-    second = BatchWrite("g", items=[ROW], clusters=[CLUSTER], offsets=[("t", 0, 20, 20, None)])
+    first = BatchWrite("g", offsets=[OffsetRow("t", 0, 10, 10, None)])
+    second = BatchWrite(
+        "g", items=[ROW], clusters=[CLUSTER], offsets=[OffsetRow("t", 0, 20, 20, None)]
+    )
     nxt, items = asyncio.run(_commit_twice(dsn, first, second))
     assert nxt == 10
     assert items == 0
@@ -68,10 +72,10 @@ def test_a_writer_whose_belief_holds_commits_in_sequence(fresh_database: tuple[s
     async def go() -> tuple[int, int]:
         store = await Store.connect(dsn)
         try:
-            await store.commit(BatchWrite("g", offsets=[("t", 0, 10, 5, None)]))
-            await store.commit(BatchWrite("g", offsets=[("t", 0, 20, 10, 10)]))
+            await store.commit(BatchWrite("g", offsets=[OffsetRow("t", 0, 10, 5, None)]))
+            await store.commit(BatchWrite("g", offsets=[OffsetRow("t", 0, 20, 10, 10)]))
             # an idle settle: only the published offset moves; it never goes back
-            await store.commit(BatchWrite("g", offsets=[("t", 0, 20, 3, 20)]))
+            await store.commit(BatchWrite("g", offsets=[OffsetRow("t", 0, 20, 3, 20)]))
             async with store.pool.acquire() as conn:
                 row = await conn.fetchrow(
                     "SELECT next_offset, published_offset FROM consumed_offsets"
@@ -104,7 +108,7 @@ def test_attempts_count_per_first_offset_and_poisoned_records_reach_the_takeover
             assert await rec("g", [("t", 0, 11, 11)]) == {("t", 0): (1, 59)}
             assert await rec("other", [("t", 0, 11, 11)]) == {("t", 0): (1, 11)}
             await store.commit(
-                BatchWrite("g", offsets=[("t", 0, 12, 12, None)], poisoned=[("t", 0, 10)])
+                BatchWrite("g", offsets=[OffsetRow("t", 0, 12, 12, None)], poisoned=[("t", 0, 10)])
             )
             state = await store.load_partition("g", "t", 0)
             assert state.poisoned == {10} and state.next_offset == 12
@@ -112,3 +116,40 @@ def test_attempts_count_per_first_offset_and_poisoned_records_reach_the_takeover
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_reconsolidation_group_references_its_medoid_row(
+    fresh_database: tuple[str, str],
+) -> None:
+    """Seed 001: a group's medoid is a real membership row (looked up by the unique
+    (cluster_type, item_type, item_id) key); outliers have none."""
+    from schemas.outputs import ReconsolidationGroup, ReconsolidationRecord
+
+    _, dsn = fresh_database
+    cluster = ("c1", "document/m", *CLUSTER[2:])
+    row = ("c1", "document/m", "document", "item-1", "doc-1", 0.9, 1.0)
+    run = ReconsolidationRecord(
+        scope="document/m", sequence=1, trigger="manual", event_time=1.0, parameters={},
+        input_clusters=1, input_points=2, clusters_found=1, outliers=1,
+        groups=[
+            ReconsolidationGroup(label=0, size=1, medoid_id="item-1",
+                                 mean_intra_similarity=1.0, cluster_ids=["c1"]),
+            ReconsolidationGroup(label=-1, size=1, medoid_id=None,
+                                 mean_intra_similarity=None, cluster_ids=["c1"]),
+        ],
+    )  # fmt: skip
+
+    async def go() -> list[tuple[int, str | None]]:
+        store = await Store.connect(dsn)
+        try:
+            await store.commit(BatchWrite("g", clusters=[cluster], items=[row], runs=[run]))
+            async with store.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT g.label, i.item_id FROM reconsolidation_clusters g"
+                    " LEFT JOIN cluster_items i ON i.id = g.medoid_item_ref ORDER BY g.label"
+                )
+            return [(r["label"], r["item_id"]) for r in rows]
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) == [(-1, None), (0, "item-1")]

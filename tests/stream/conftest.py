@@ -54,6 +54,17 @@ class Env:
         out.update(extra)
         return out
 
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`clusterer ARGS` against this test's services, as an operator would run it."""
+        return subprocess.run(
+            [sys.executable, "-m", "stream.cli", *args],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def start_worker(
         self, *args: str, module: str = "stream.cli", **extra: str
     ) -> WorkerProcess:

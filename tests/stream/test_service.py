@@ -353,14 +353,7 @@ def test_forget_document_removes_its_items(env: Env) -> None:
     members = wait_all_committed(env, n)
     victim_item = sorted(members)[7]
     doc = env.sql("SELECT document_id FROM cluster_items WHERE item_id=$1", victim_item)[0][0]
-    out = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "forget", "--document-id", doc],
-        cwd=ROOT,
-        env=env.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = env.cli("forget", "--document-id", doc)
     assert out.returncode == 0, out.stderr
     wait_until(lambda: victim_item not in env.memberships(), 60, "the item removed")
     assert not env.sql("SELECT 1 FROM cluster_items WHERE document_id=$1", doc)

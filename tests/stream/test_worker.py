@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from processors.config import EngineConfig
-from state.db import BatchWrite
+from state.db import BatchWrite, OffsetRow
 from stream import metrics, records, synthetic
 from stream.service import Service
 from tests.conftest import wait_until
@@ -51,8 +51,8 @@ def test_a_zombie_worker_is_fenced_and_reloads_from_postgres(env: Env) -> None:
             return m if len(m) >= n else None
 
         wait_until(lambda: step_until(90), 90, "the first 90 items committed", 0)
-        p = max(worker.runs, key=lambda q: worker.runs[q].stored or -1)
-        before = worker.runs[p].stored
+        p = max(worker.runs, key=lambda q: worker.runs[q].offsets.stored or -1)
+        before = worker.runs[p].offsets.stored
         assert before is not None and before > 0
 
         # the next events are routed, not yet clustered by this worker
@@ -63,7 +63,7 @@ def test_a_zombie_worker_is_fenced_and_reloads_from_postgres(env: Env) -> None:
         last: dict[int, int] = {}
         for m in env.by_scope_records():
             rec = records.decode(m.value())
-            if int(m.offset()) >= (worker.runs[m.partition()].stored or 0):
+            if int(m.offset()) >= (worker.runs[m.partition()].offsets.stored or 0):
                 assert isinstance(rec, records.Routed)
                 part[m.partition()].append(rec.item_id)
                 last[m.partition()] = int(m.offset())
@@ -72,7 +72,9 @@ def test_a_zombie_worker_is_fenced_and_reloads_from_postgres(env: Env) -> None:
 
         # the rival: committed partition p up to its newest record (its rows are its own
         # business; what matters is that this worker does not write them again)
-        rival = BatchWrite(s.group_id, offsets=[(s.by_scope_topic, p, last[p] + 1, 0, before)])
+        rival = BatchWrite(
+            s.group_id, offsets=[OffsetRow(s.by_scope_topic, p, last[p] + 1, 0, before)]
+        )
         svc.loop.run_until_complete(worker.store.commit(rival))
 
         fenced_before = _fenced()
@@ -81,8 +83,8 @@ def test_a_zombie_worker_is_fenced_and_reloads_from_postgres(env: Env) -> None:
         assert _fenced() == fenced_before + 1
         assert not set(taken) & set(got), "records owned by the rival were written again"
         assert len(got) == expected
-        assert worker.runs[p].stored == last[p] + 1
-        assert worker.runs[p].replay_until == last[p] + 1
+        assert worker.runs[p].offsets.stored == last[p] + 1
+        assert worker.runs[p].offsets.processed == last[p] + 1
         # later commits of the reloaded partition go through again
         env.produce(_vector_events(env, 30, seed=3))
         wait_until(lambda: step_until(expected + 30), 90, "30 more memberships", 0)
