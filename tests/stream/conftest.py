@@ -125,7 +125,10 @@ class Env:
                         got.append(m)
                 return len(got) >= expect
 
-            wait_until(more, timeout, f"{expect} messages on {topic} (got {len(got)})", 0)
+            try:
+                wait_until(more, timeout, f"{expect} messages on {topic}", 0)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc} (got {len(got)})") from exc
             for m in c.consume(500, 1.0):  # anything beyond the expected count
                 if m.error() is None:
                     got.append(m)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -12,7 +14,7 @@ import numpy as np
 from processors import Batch, Engine, EngineConfig
 from stream import records, synthetic
 from tests.conftest import ROOT, wait_until
-from tests.stream.conftest import Env
+from tests.stream.conftest import Env, WorkerProcess
 
 
 def stream_messages(env: Env, n: int, models: int = 1, dim: int = 32, seed: int = 0) -> list:
@@ -26,12 +28,16 @@ def stream_messages(env: Env, n: int, models: int = 1, dim: int = 32, seed: int 
     return out
 
 
-def reference(env: Env) -> dict[str, str]:
+def reference(env: Env, below: dict[int, int] | None = None) -> dict[str, str]:
     """What the service must hold: one engine per by-scope partition over that partition's
-    records in order (the router's output), exactly as a worker runs them."""
+    records in order (the router's output), exactly as a worker runs them. `below`: only the
+    records under these offsets (partition -> next offset; a partition left out: none), what
+    PostgreSQL holds when its stored offsets are these."""
     per_part: dict[int, list] = defaultdict(list)
     for m in env.by_scope_records():
-        per_part[m.partition()].append(records.decode(m.value()))
+        p = int(m.partition())
+        if below is None or int(m.offset()) < below.get(p, 0):
+            per_part[p].append(records.decode(m.value()))
     out: dict[str, str] = {}
     for recs in per_part.values():
         eng = Engine(EngineConfig())
@@ -53,6 +59,53 @@ def reference(env: Env) -> dict[str, str]:
         for c in eng.results(include_candidates=True):
             out.update({item: c.cluster_id for item in c.member_ids})
     return out
+
+
+def stored_offsets(env: Env) -> dict[int, int]:
+    """By-scope partition -> the next offset PostgreSQL holds for this test's group."""
+    rows = env.sql(
+        "SELECT partition, next_offset FROM consumed_offsets WHERE consumer_group=$1"
+        " AND topic=$2",
+        env.settings.group_id,
+        env.settings.by_scope_topic,
+    )
+    return {int(r["partition"]): int(r["next_offset"]) for r in rows}
+
+
+TAKEOVER = re.compile(r"partition (\d+): checkpoint at \d+, stored offset (\d+)")
+
+
+def takeovers(w: WorkerProcess) -> dict[int, int]:
+    """Partition -> the stored offset at the worker's latest take-over of it (its log)."""
+    return {int(p): int(off) for p, off in TAKEOVER.findall(w.log.read_text())}
+
+
+def metric(w: WorkerProcess, name: str) -> float:
+    """The value of an unlabelled counter or gauge on the worker's /metrics."""
+    status, body = w.http("/metrics")
+    assert status == 200, f"/metrics answered {status}"
+    for line in body.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not on /metrics")
+
+
+def assert_outputs_published(env: Env, members: dict[str, str]) -> None:
+    """Every committed item has its assignment message and every committed change event
+    (outbox and cluster_events) is on the changes topic; duplicates allowed (consumers
+    deduplicate by item id and event id), nothing published that was not committed."""
+    assigned = env.consume_all(env.settings.assignments_topic, len(members))
+    assert {m.key().decode() for m in assigned} == set(members)
+    events = {
+        r["event_id"]
+        for r in env.sql(
+            "SELECT event_id FROM outbox WHERE topic=$1", env.settings.changes_topic
+        )
+    }
+    events |= {r["event_id"] for r in env.sql("SELECT event_id FROM cluster_events")}
+    assert events
+    changes = env.consume_all(env.settings.changes_topic, len(events))
+    assert {json.loads(m.value())["event_id"] for m in changes} == events
 
 
 def wait_all_committed(env: Env, n: int, timeout: float = 120.0) -> dict[str, str]:
@@ -163,18 +216,30 @@ def test_service_and_replay_cli_give_the_same_clusters(env: Env, tmp_path) -> No
     )
 
 
+def kill_mid_stream(env: Env, w: WorkerProcess, produced: int) -> dict[str, str]:
+    """kill -9 the worker once it committed something, and prove the kill landed mid-stream:
+    the process died of SIGKILL with part, not all, of what was produced committed. Returns
+    the memberships PostgreSQL holds at the kill. (A kill inside a router transaction holds
+    the by-scope topic back until the broker aborts it: transaction.timeout.ms, 60 s.)"""
+    wait_until(lambda: len(env.memberships()) > 0, 120, "a first batch committed", 0.05)
+    w.kill9()
+    assert w.proc.returncode == -signal.SIGKILL
+    at_kill = env.memberships()
+    assert 0 < len(at_kill) < produced, f"{len(at_kill)} of {produced} committed at the kill"
+    return at_kill
+
+
 def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(env: Env) -> None:
     n = 2400
     msgs = stream_messages(env, n, models=2, seed=5)
     env.produce(msgs[: n // 2])
-    w = env.start_worker()
-    wait_until(lambda: len(env.memberships()) >= n // 8, 120, "some committed", 0.05)
-    w.kill9()
-    assert len(env.memberships()) <= n // 2
+    at_kill = kill_mid_stream(env, env.start_worker(), n // 2)
     env.produce(msgs[n // 2 :])  # the stream goes on while no worker runs
-    env.start_worker()
-    members = wait_all_committed(env, n)
+    second = env.start_worker()
+    members = wait_all_committed(env, n, timeout=180)  # see kill_mid_stream
     assert len(members) == n
+    # the restarted worker, the only one alive, committed the rest: its own counter says so
+    assert metric(second, "clusterer_items_assigned_total") >= n - len(at_kill)
     ref = reference(env)
     assert members == ref
     sizes = env.sql(
@@ -190,18 +255,50 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(env: Env) -> N
     assert {r["id"]: r["size"] for r in sizes if r["size"]} == dict(ref_sizes)
 
 
+def test_kill_9_then_the_output_topics_are_complete(env: Env) -> None:
+    n = 1200
+    env.produce(stream_messages(env, n, models=2, seed=7))
+    w = env.start_worker()
+    # the riskiest moment: right after a commit that also wrote an engine checkpoint, while
+    # that batch's outputs are being published (a restart resumes from the checkpoint)
+    wait_until(
+        lambda: env.sql("SELECT 1 FROM engine_checkpoints"), 120, "a checkpoint committed", 0.02
+    )
+    kill_mid_stream(env, w, n)
+    env.start_worker()
+    members = wait_all_committed(env, n, timeout=180)  # see kill_mid_stream
+    assert len(members) == n
+    # what the killed worker committed but had not marked sent is relayed, then marked
+    wait_until(
+        lambda: not env.sql("SELECT 1 FROM outbox WHERE sent_at IS NULL"),
+        60,
+        "every outbox row sent",
+    )
+    assert_outputs_published(env, members)
+
+
 def test_two_workers_rebalance_mid_stream_same_end_state(env: Env) -> None:
     n = 2400
-    msgs = stream_messages(env, n, models=6, seed=9)
+    # many scopes, so that every by-scope partition (hence each worker) gets records
+    msgs = stream_messages(env, n, models=24, seed=9)
     env.produce(msgs[: n // 2])
     env.start_worker()
     wait_until(lambda: len(env.memberships()) >= n // 8, 120, "some committed", 0.05)
     second = env.start_worker()
+    # the rest arrives once the second worker holds partitions: it has work of its own
+    wait_until(lambda: takeovers(second), 120, "the second worker's first assignment")
     env.produce(msgs[n // 2 :])
     members = wait_all_committed(env, n, timeout=180)
     assert members == reference(env)
-    # the second worker took partitions: it logged an assignment of its own
-    wait_until(lambda: "partition" in second.log.read_text(), 30, "second worker assignment")
+    # the second worker committed records of the partitions it holds: only the holder
+    # commits (a zombie's commit is fenced), so what PostgreSQL stored past the offset it took
+    # a partition over at is its work
+    status, body = second.http("/readyz")
+    assert status == 200, body
+    held = json.loads(body)["partitions"]
+    took, stored = takeovers(second), stored_offsets(env)
+    assert held and set(held) <= set(took)
+    assert sum(stored[p] - took[p] for p in held) > 0, (held, took, stored)
 
 
 def test_every_kind_of_bad_message_is_dead_lettered_and_the_stream_goes_on(env: Env) -> None:
@@ -285,11 +382,23 @@ def test_lag_command_reports_every_partition(env: Env) -> None:
 
 
 def test_sigterm_finishes_the_batch_and_leaves_cleanly(env: Env) -> None:
-    env.produce(stream_messages(env, 200, models=1))
+    n = 3000
+    env.produce(stream_messages(env, n, models=2, seed=19))
     w = env.start_worker()
-    wait_all_committed(env, 200)
+    # a backlog the worker is busy with: batch after batch in flight
+    wait_until(lambda: len(env.memberships()) > 0, 120, "a first batch committed", 0.05)
     assert w.terminate(timeout=60) == 0
-    assert "worker stopped" in w.log.read_text()
+    log = w.log.read_text()
+    assert "signal 15: finishing the current batch" in log and "worker stopped" in log, log[-3000:]
+    members = env.memberships()
+    assert 0 < len(members) < n, f"{len(members)} of {n} committed: not stopped mid-stream"
+    # nothing half-written: PostgreSQL holds exactly the state of the records below its
+    # stored offsets, and what it committed was published before the process left
+    assert members == reference(env, below=stored_offsets(env))
+    assert_outputs_published(env, members)
+    env.start_worker()
+    members = wait_all_committed(env, n)
+    assert members == reference(env)
 
 
 def services_sh(*args: str) -> None:
