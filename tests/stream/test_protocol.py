@@ -362,3 +362,21 @@ def test_redis_lost_clustering_continues_and_the_cache_is_rebuilt_later(
     proto.rebuild_cache_if_due()
     assert not cache.needs_rebuild and _sample("clusterer_redis_degraded") == 0
     assert back.hashes == {"t:items:scope-a": {"item-1": "c1"}}
+
+
+def test_a_checkpoint_is_stored_only_once_its_batch_is_published(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A restart resumes from the stored checkpoint and republishes only what lies above
+    it: a checkpoint stored with a batch whose outputs were then lost would lose them for
+    good. So it waits for the first commit after its batch is published."""
+    store = FakeStore()
+    proto, _, _ = _protocol(loop, store)
+    proto.take_over(0)
+    run = proto.runs[0]
+    run.held_checkpoint = (13, b"state")  # taken right after the batch ending at 13
+    assert proto.due_checkpoints(0) == []  # not published yet: kept back
+    assert run.held_checkpoint is not None
+    run.offsets.published = 13  # the batch is out
+    assert proto.due_checkpoints(0) == [(TOPIC, 0, 13, b"state")]
+    assert run.held_checkpoint is None and proto.due_checkpoints(0) == []

@@ -256,7 +256,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(env: Env) -> N
 
 
 def test_kill_9_then_the_output_topics_are_complete(env: Env) -> None:
-    n = 1200
+    n = 3000  # long enough that the first stored checkpoint comes mid-stream
     env.produce(stream_messages(env, n, models=2, seed=7))
     w = env.start_worker()
     # the riskiest moment: right after a commit that also wrote an engine checkpoint, while
