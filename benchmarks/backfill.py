@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.metrics import quality
-from processors import EngineConfig
-from processors.scope import ScopeKey
+from processors import EngineConfig, ScopeKey
 from stream.backfill import offline
 from stream.replay import ReplayInputs, run
 from stream.stage3 import open_directory

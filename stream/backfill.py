@@ -19,8 +19,7 @@ from typing import IO, Any, cast
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from processors import EngineConfig
-from processors.scope import ScopeKey
+from processors import EngineConfig, ScopeKey
 from schemas.outputs import ClusterResult
 from stream.replay import ReplayInputs
 from stream.settings import Settings

@@ -25,8 +25,9 @@ from processors import Batch, BatchResult, ClusterState, Engine, EngineConfig, M
 from schemas.outputs import ChangeEvent, ClusterResult
 from state.cache import Cache
 from state.db import BatchWrite, ItemRow, OffsetRow, Store
-from state.results import cluster_row, event_row, summary_json
+from state.results import event_row, summary_json
 from stream.settings import Settings
+from stream.worker import Worker
 from tests.conftest import Services, blobs, wait_until
 from tests.stream.conftest import (
     env,  # noqa: F401  (the real-worker fixture, for test_end_to_end)
@@ -85,23 +86,9 @@ def write_from_run(run: EngineRun) -> BatchWrite:
         w.items.append(row)
     active = {c.cluster_id: c for c in run.engine.clusters(sorted(clusters))}
     for cs in clusters.values():
-        span = None
-        if cs.first_event_time is not None and cs.last_event_time is not None:
-            span = (cs.first_event_time, cs.last_event_time)
         result = active.get(cs.cluster_id)
-        w.clusters.append(
-            cluster_row(
-                cs.cluster_id,
-                cs.scope,
-                cs.embedding_type,
-                cs.status,
-                cs.size,
-                cs.weight,
-                span,
-                cs.centroid,
-                result if result is not None and result.status == "active" else None,
-            )
-        )
+        published = result if result is not None and result.status == "active" else None
+        w.clusters.append(Worker._cluster_row(cs, published))  # rows exactly as the worker
     n = sum(len(r.item_ids) for r in run.results)
     w.offsets.append(OffsetRow("api-test.by-scope", 0, n, n, None))
     return w
