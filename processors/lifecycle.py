@@ -69,25 +69,25 @@ def merge_touched(scope: ScopeState) -> None:
     inv_w[live] = 1.0 / scope.w[:n][live]
     ls = scope.ls[:n]
 
+    cids = cid[:n].tolist()  # ids of live slots never change while merging
+    push = heapq.heappush
+
     def push_neighbours(slots: list[int]) -> None:
         # exact average-link of each slot against every live cluster: one matrix product
         sims = (scope.ls[slots] @ ls.T) * inv_w
         sims *= inv_w[slots][:, None]
         sims[np.arange(len(slots)), slots] = -np.inf
         rows, cols = np.nonzero(sims >= thr)
-        for r, b in zip(rows.tolist(), cols.tolist(), strict=True):
+        if not rows.size:
+            return
+        vals = sims[rows, cols].tolist()
+        for r, b, v in zip(rows.tolist(), cols.tolist(), vals, strict=True):
             a = slots[r]
-            lo, hi = (a, b) if cid[a] < cid[b] else (b, a)
-            heapq.heappush(
-                heap,
-                (
-                    -float(sims[r, b]),
-                    int(cid[lo]),
-                    int(cid[hi]),
-                    version.get(lo, 0),
-                    version.get(hi, 0),
-                ),
-            )
+            ca, cb = cids[a], cids[b]
+            if ca < cb:
+                push(heap, (-v, ca, cb, version.get(a, 0), version.get(b, 0)))
+            else:
+                push(heap, (-v, cb, ca, version.get(b, 0), version.get(a, 0)))
 
     push_neighbours(touched)
     while heap:
