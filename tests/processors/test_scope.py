@@ -1,9 +1,11 @@
+from typing import Any
+
 from processors.scope import change_event
 from schemas.outputs import ChangeEvent
 
 
 def test_change_event_is_what_model_construct_builds() -> None:
-    values = {
+    values: dict[str, Any] = {
         "event_id": "e",
         "kind": "merged",
         "scope": "document/m",
