@@ -60,36 +60,56 @@ def merge_touched(scope: ScopeState) -> None:
     version: dict[int, int] = {}
     heap: list[tuple[float, int, int, int, int]] = []
 
-    # average-link needs 1/w of every cluster; free slots get 0, hence similarity 0, below any
-    # positive threshold. Kept up to date across merges (only the two merged slots change).
+    # the live clusters as of the tick, in slot order, as compact rows: merges only remove
+    # clusters (their 1/w becomes 0, hence similarity 0, below any positive threshold) and
+    # change the absorber's row, which is copied back after each fold
     n = scope.n_used
     cid = scope.cid
-    inv_w = np.zeros(n)
-    live = cid[:n] >= 0
-    inv_w[live] = 1.0 / scope.w[:n][live]
-    ls = scope.ls[:n]
-
-    cids = cid[:n].tolist()  # ids of live slots never change while merging
+    live = np.flatnonzero(cid[:n] >= 0)
+    row_of = np.full(n, -1, dtype=np.int64)
+    row_of[live] = np.arange(live.size)
+    ls = scope.ls[live]
+    inv_w = 1.0 / scope.w[live]
+    cids = cid[live].tolist()  # ids of live clusters never change while merging
+    slot_l = live.tolist()
     push = heapq.heappush
 
-    def push_neighbours(slots: list[int]) -> None:
-        # exact average-link of each slot against every live cluster: one matrix product
-        sims = (scope.ls[slots] @ ls.T) * inv_w
-        sims *= inv_w[slots][:, None]
-        sims[np.arange(len(slots)), slots] = -np.inf
-        rows, cols = np.nonzero(sims >= thr)
-        if not rows.size:
+    # a bound on each average link from the float32 centroids, to skip most of the exact
+    # products after a merge: link(a, b) = coh_a coh_b cos(a, b), coh = |ls| / w <= 1, and
+    # the float32 cosine is within 1e-4 of the exact one (unit rows, dimension < 10^4)
+    cent = scope.cent[live]
+    coh = scope.norm[live] * inv_w
+
+    def push_neighbours(rows_in: list[int]) -> None:
+        if len(rows_in) == 1:
+            ra = rows_in[0]
+            near = (cent @ cent[ra]) * (coh * coh[ra]) >= thr - 1e-3
+            near[ra] = False
+            cols = np.flatnonzero(near)
+            # exact average-link of the cluster against those that can reach the threshold
+            one = (ls[cols] @ ls[ra]) * inv_w[cols]
+            one *= inv_w[ra]
+            hit = one >= thr
+            rows, cols, vals = [0] * int(hit.sum()), cols[hit], one[hit].tolist()
+        else:
+            # exact average-link of each cluster against every live cluster: one product
+            sims = (ls[rows_in] @ ls.T) * inv_w
+            sims *= inv_w[rows_in][:, None]
+            sims[np.arange(len(rows_in)), rows_in] = -np.inf
+            r_, cols = np.nonzero(sims >= thr)
+            rows, vals = r_.tolist(), sims[r_, cols].tolist()
+        if not vals:
             return
-        vals = sims[rows, cols].tolist()
-        for r, b, v in zip(rows.tolist(), cols.tolist(), vals, strict=True):
-            a = slots[r]
-            ca, cb = cids[a], cids[b]
+        for r, c, v in zip(rows, cols.tolist(), vals, strict=True):
+            ra = rows_in[r]
+            a, b = slot_l[ra], slot_l[c]
+            ca, cb = cids[ra], cids[c]
             if ca < cb:
                 push(heap, (-v, ca, cb, version.get(a, 0), version.get(b, 0)))
             else:
                 push(heap, (-v, cb, ca, version.get(b, 0), version.get(a, 0)))
 
-    push_neighbours(touched)
+    push_neighbours(row_of[touched].tolist())
     while heap:
         _, ca, cb, va, vb = heapq.heappop(heap)
         a = scope.slot_of.get(ca)
@@ -100,6 +120,12 @@ def merge_touched(scope: ScopeState) -> None:
             continue
         absorber = scope.fold(a, b, reason="average_link")
         version[absorber] = version.get(absorber, 0) + 1
-        inv_w[a + b - absorber] = 0.0
-        inv_w[absorber] = 1.0 / scope.w[absorber]
-        push_neighbours([absorber])
+        ra = int(row_of[absorber])
+        gone = row_of[a + b - absorber]
+        inv_w[gone] = 0.0
+        coh[gone] = 0.0
+        inv_w[ra] = 1.0 / scope.w[absorber]
+        ls[ra] = scope.ls[absorber]
+        cent[ra] = scope.cent[absorber]
+        coh[ra] = scope.norm[absorber] * inv_w[ra]
+        push_neighbours([ra])

@@ -671,11 +671,13 @@ class ScopeState:
         x64 = x32.astype(np.float64)
         n_live = len(self.slot_of)
         if self.n_used:
+            # only live rows are searched: free slots (zero rows, a third of the table on
+            # News-T) would cost search time and can never be candidates
+            live = np.flatnonzero(self.cid[: self.n_used] >= 0)
             dist, idx = knn_inner_product(
-                x32, self.cent[: self.n_used], k, cfg.search_threads, cfg.search_backend
+                x32, self.cent[live], k, cfg.search_threads, cfg.search_backend
             )
-            cand = np.unique(idx[idx >= 0])
-            cand = cand[self.cid[cand] >= 0]
+            cand = live[np.unique(idx[idx >= 0])]
             cand = cand[np.argsort(self.cid[cand], kind="stable")]
             if n_live > k:
                 bound = dist[:, -1].astype(np.float64) + 1e-6
