@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks.steps import StepTimer
 from processors import Batch, Engine, EngineConfig, ScopeKey
 from processors.engine import SEGMENT_ITEMS
-from processors.search import backend_name, knn_inner_product
+from processors.search import backend_name, blas_threads, knn_inner_product
 from stream.synthetic import drifting_stream, unit
 
 
@@ -68,14 +68,15 @@ def run_stream(n: int, dim: int, batch: int, steps: bool = False) -> dict[str, A
             live = len(eng.scopes[key].slot_of)
             base = centroids[:live]
             t0 = time.perf_counter()
-            for s in range(0, len(x32), SEGMENT_ITEMS):
-                knn_inner_product(
-                    x32[s : s + SEGMENT_ITEMS],
-                    base,
-                    cfg.search_k,
-                    cfg.search_threads,
-                    cfg.search_backend,
-                )
+            with blas_threads(cfg.search_threads):  # as the engine calls it
+                for s in range(0, len(x32), SEGMENT_ITEMS):
+                    knn_inner_product(
+                        x32[s : s + SEGMENT_ITEMS],
+                        base,
+                        cfg.search_k,
+                        cfg.search_threads,
+                        cfg.search_backend,
+                    )
             search_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         eng.flush()

@@ -677,7 +677,8 @@ class ScopeState:
             dist, idx = knn_inner_product(
                 x32, self.cent[live], k, cfg.search_threads, cfg.search_backend
             )
-            cand = live[np.unique(idx[idx >= 0])]
+            near = np.where(idx >= 0, live[np.maximum(idx, 0)], -1)
+            cand = np.unique(near[near >= 0])
             cand = cand[np.argsort(self.cid[cand], kind="stable")]
             if n_live > k:
                 bound = dist[:, -1].astype(np.float64) + 1e-6
@@ -685,6 +686,7 @@ class ScopeState:
                 bound = np.full(b, -math.inf)
         else:
             cand = np.zeros(0, dtype=np.int64)
+            near = np.full((b, 0), -1, dtype=np.int64)
             bound = np.full(b, -math.inf)
         nc0 = cand.shape[0]
         width = nc0 + 2 * b  # each item adds at most a fallback column and a new one
@@ -693,11 +695,6 @@ class ScopeState:
         acc = np.empty((b, width))
         score = np.full((b, width), -math.inf)
         gram = x64 @ x64.T
-        if nc0:
-            acc[:, :nc0] = x64 @ self.ls[cand].T
-            score[:, :nc0] = (acc[:, :nc0] / self.norm[cand]) * np.exp(
-                -np.abs(times[:, None] - self.tref[cand][None, :]) / tau
-            )
         # time weights between items of the segment: a cluster an item joins (or opens) takes
         # that item's time as its reference, so its column of scores reuses this matrix
         tw = np.exp(-np.abs(times[:, None] - times[None, :]) / tau)
@@ -711,7 +708,7 @@ class ScopeState:
         w_after = np.empty(b)
         opened, self.n_used = assign_segment(
             x64, np.ascontiguousarray(times, dtype=np.float64), gram, tw, acc, score, cols,
-            col_of, nc0, bound, self.ls, self.w, self.tref, self.norm, self.cid, self.t_first,
+            col_of, nc0, near, bound, self.ls, self.w, self.tref, self.norm, self.cid, self.t_first,
             self.t_last, self.n_used, new_slots, self.next_no, thr, tau,
             cfg.half_life_seconds, slots, out_sim, out_new, w_after,
         )  # fmt: skip
