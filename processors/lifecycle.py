@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
+import numpy.typing as npt
 
 from processors.scope import ACTIVE, ScopeState
 
@@ -81,25 +82,35 @@ def merge_touched(scope: ScopeState) -> None:
     coh = scope.norm[live] * inv_w
 
     def push_neighbours(rows_in: list[int]) -> None:
-        if len(rows_in) == 1:
-            ra = rows_in[0]
-            near = (cent @ cent[ra]) * (coh * coh[ra]) >= thr - 1e-3
-            near[ra] = False
-            cols = np.flatnonzero(near)
-            # exact average-link of the cluster against those that can reach the threshold
+        # the float32 bound for every pair, then the exact average-link (float64 sums) of
+        # each cluster against only those that can reach the threshold
+        ri = np.asarray(rows_in, dtype=np.int64)
+        near = (cent[ri] @ cent.T) * coh
+        near *= coh[ri][:, None]
+        near = near >= thr - 1e-3
+        near[np.arange(ri.size), ri] = False
+        r_, c_ = np.nonzero(near)
+        if not r_.size:
+            return
+        rows: list[int] = []
+        col_parts: list[npt.NDArray[np.int64]] = []
+        val_parts: list[npt.NDArray[np.float64]] = []
+        starts = np.flatnonzero(np.concatenate(([True], r_[1:] != r_[:-1])))
+        for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), r_.size], strict=True):
+            r = int(r_[lo])
+            ra = rows_in[r]
+            cols = c_[lo:hi]
             one = (ls[cols] @ ls[ra]) * inv_w[cols]
             one *= inv_w[ra]
             hit = one >= thr
-            rows, cols, vals = [0] * int(hit.sum()), cols[hit], one[hit].tolist()
-        else:
-            # exact average-link of each cluster against every live cluster: one product
-            sims = (ls[rows_in] @ ls.T) * inv_w
-            sims *= inv_w[rows_in][:, None]
-            sims[np.arange(len(rows_in)), rows_in] = -np.inf
-            r_, cols = np.nonzero(sims >= thr)
-            rows, vals = r_.tolist(), sims[r_, cols].tolist()
-        if not vals:
+            if hit.any():
+                rows.extend([r] * int(hit.sum()))
+                col_parts.append(cols[hit])
+                val_parts.append(one[hit])
+        if not rows:
             return
+        cols = np.concatenate(col_parts)
+        vals = np.concatenate(val_parts).tolist()
         for r, c, v in zip(rows, cols.tolist(), vals, strict=True):
             ra = rows_in[r]
             a, b = slot_l[ra], slot_l[c]
