@@ -48,6 +48,31 @@ def _dot4(a: F64, b: F64) -> float:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _initial_scores(  # pragma: no cover - compiled
+    x64: F64,
+    times: F64,
+    near: I64,
+    col_of: I64,
+    ls: F64,
+    norm: F64,
+    tref: F64,
+    tau: float,
+    acc: F64,
+    score: F64,
+) -> None:
+    """Each item's tracked entries at segment start: its nearest centroids only."""
+    for r in range(x64.shape[0]):
+        for q in range(near.shape[1]):
+            s = near[r, q]
+            if s < 0 or col_of[s] < 0:
+                continue
+            c = col_of[s]
+            a = _dot4(x64[r], ls[s])
+            acc[r, c] = a
+            score[r, c] = (a / norm[s]) * math.exp(-abs(times[r] - tref[s]) / tau)
+
+
+@numba.njit(cache=True, nogil=True)
 def assign_segment(  # pragma: no cover - compiled; covered through ScopeState.assign tests
     x64: F64,
     times: F64,
@@ -90,15 +115,7 @@ def assign_segment(  # pragma: no cover - compiled; covered through ScopeState.a
     ncols = nc0
     opened = 0
     tracked = np.zeros(cols.shape[0], dtype=np.bool_)  # every row from here on
-    for r in range(b):
-        for q in range(near.shape[1]):
-            s = near[r, q]
-            if s < 0 or col_of[s] < 0:
-                continue
-            c = col_of[s]
-            a = _dot4(x64[r], ls[s])
-            acc[r, c] = a
-            score[r, c] = (a / norm[s]) * math.exp(-abs(times[r] - tref[s]) / tau)
+    _initial_scores(x64, times, near, col_of, ls, norm, tref, tau, acc, score)
     for i in range(b):
         t = times[i]
         j = -1
