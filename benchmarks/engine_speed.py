@@ -1,7 +1,7 @@
 """The engine against the naive numpy leader (benchmarks/leader.py), interleaved in one run
 on the News-T streams, so that the ratio survives the machine's noise.
 
-    .venv/bin/python -m benchmarks.engine_speed [--rounds 5] [--backend faiss|numpy]
+    .venv/bin/python -m benchmarks.engine_speed [--rounds 5] [--backend faiss|numpy] [--steps]
 
 Each round runs, per embedding set, the engine (default config, batches of 1,024 as
 benchmarks/vs_river.py feeds it, then `flush`) and the leader on the same rows, one after
@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from benchmarks.leader import leader
 from benchmarks.metrics import quality
+from benchmarks.steps import StepTimer
 from processors import Batch, Engine, EngineConfig, ScopeKey
 from stream.replay import ReplayInputs, run
 
@@ -69,6 +70,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--backend", choices=("faiss", "numpy"), default=None)
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument(
+        "--steps", action="store_true", help="and one more engine run per set, timed per step"
+    )
     args = ap.parse_args()
     cfg = EngineConfig()
     if args.backend is not None:
@@ -98,6 +102,13 @@ def main() -> None:
             "engine_nmi": round(engine_nmi(x, y, name, cfg), 4),
             "leader_nmi": round(quality(y, leader(x))["nmi"], 4),
         }
+        if args.steps:
+            with StepTimer() as timer:
+                seconds = engine_seconds(x, cfg)
+            out["steps_us_per_item"] = {
+                "total": round(1e6 * seconds / len(x), 1),
+                **timer.per_item_us(len(x)),
+            }
         print(json.dumps(out), flush=True)
 
 
