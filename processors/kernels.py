@@ -52,7 +52,9 @@ def _initial_scores(  # pragma: no cover - compiled
     x64: F64,
     times: F64,
     near: I64,
+    cols: I64,
     col_of: I64,
+    nc0: int,
     ls: F64,
     norm: F64,
     tref: F64,
@@ -60,13 +62,31 @@ def _initial_scores(  # pragma: no cover - compiled
     acc: F64,
     score: F64,
 ) -> None:
-    """Each item's tracked entries at segment start: its nearest centroids only."""
-    for r in range(x64.shape[0]):
-        for q in range(near.shape[1]):
+    """Each item's tracked entries at segment start: its nearest centroids only. The pairs
+    are taken column by column, so each candidate's row of sums (float64, read from a
+    table far larger than the caches at scale) is read once per segment."""
+    b, k = near.shape
+    start = np.zeros(nc0 + 1, dtype=np.int64)
+    for r in range(b):
+        for q in range(k):
             s = near[r, q]
-            if s < 0 or col_of[s] < 0:
-                continue
-            c = col_of[s]
+            if s >= 0 and col_of[s] >= 0:
+                start[col_of[s] + 1] += 1
+    for c in range(nc0):
+        start[c + 1] += start[c]
+    fill = start[:nc0].copy()
+    rows = np.empty(start[nc0], dtype=np.int64)
+    for r in range(b):
+        for q in range(k):
+            s = near[r, q]
+            if s >= 0 and col_of[s] >= 0:
+                c = col_of[s]
+                rows[fill[c]] = r
+                fill[c] += 1
+    for c in range(nc0):
+        s = cols[c]
+        for e in range(start[c], start[c + 1]):
+            r = rows[e]
             a = _dot4(x64[r], ls[s])
             acc[r, c] = a
             score[r, c] = (a / norm[s]) * math.exp(-abs(times[r] - tref[s]) / tau)
@@ -115,7 +135,7 @@ def assign_segment(  # pragma: no cover - compiled; covered through ScopeState.a
     ncols = nc0
     opened = 0
     tracked = np.zeros(cols.shape[0], dtype=np.bool_)  # every row from here on
-    _initial_scores(x64, times, near, col_of, ls, norm, tref, tau, acc, score)
+    _initial_scores(x64, times, near, cols, col_of, nc0, ls, norm, tref, tau, acc, score)
     for i in range(b):
         t = times[i]
         j = -1
