@@ -81,6 +81,27 @@ def merge_touched(scope: ScopeState) -> None:
     cent = scope.cent[live]
     coh = scope.norm[live] * inv_w
 
+    def push_one(ra: int) -> None:
+        """`push_neighbours([ra])`, lean: after each merge, for the absorber."""
+        near = (cent @ cent[ra]) * coh
+        near[ra] = -np.inf
+        cols = np.flatnonzero(near >= (thr - 1e-3) / coh[ra])
+        if not cols.size:
+            return
+        one = (ls[cols] @ ls[ra]) * inv_w[cols]
+        one *= inv_w[ra]
+        hit = one >= thr
+        if not hit.any():
+            return
+        a, ca = slot_l[ra], cids[ra]
+        va = version.get(a, 0)
+        for c, v in zip(cols[hit].tolist(), one[hit].tolist(), strict=True):
+            b, cb = slot_l[c], cids[c]
+            if ca < cb:
+                push(heap, (-v, ca, cb, va, version.get(b, 0)))
+            else:
+                push(heap, (-v, cb, ca, version.get(b, 0), va))
+
     def push_neighbours(rows_in: list[int]) -> None:
         # the float32 bound for every pair, then the exact average-link (float64 sums) of
         # each cluster against only those that can reach the threshold
@@ -139,4 +160,4 @@ def merge_touched(scope: ScopeState) -> None:
         ls[ra] = scope.ls[absorber]
         cent[ra] = scope.cent[absorber]
         coh[ra] = scope.norm[absorber] * inv_w[ra]
-        push_neighbours([ra])
+        push_one(ra)
