@@ -376,26 +376,23 @@ class ScopeState:
     def _fold_reservoirs(self, a: int, b: int) -> None:
         """The newest members of both rings, oldest first (the next write replaces it)."""
         r = self.cfg.reservoir_size
+        res_time, res_vec = self.res_time, self.res_vec
         entries = []
-        res_time = self.res_time
         for s in (a, b):
             ts = res_time[s].tolist()
-            for p, item in enumerate(self.res_ids[s]):
-                if item is not None:
-                    entries.append((-ts[p], item, s, p))
+            entries.extend(
+                [(-ts[p], item, s, p) for p, item in enumerate(self.res_ids[s]) if item is not None]
+            )
         entries.sort()
         keep = entries[:r][::-1]
         k = len(keep)
-        vec = np.zeros((r, self.dim), dtype=np.float32)
-        times = np.zeros(r)
-        ids: list[str | None] = [None] * r
         if k:
-            vec[:k] = self.res_vec[[e[2] for e in keep], [e[3] for e in keep]]
-            times[:k] = [-e[0] for e in keep]
-            ids[:k] = [e[1] for e in keep]
-        self.res_vec[a] = vec
-        self.res_time[a] = times
-        self.res_ids[a] = ids
+            # the gather copies before the write, so rows of `a` itself move safely
+            res_vec[a, :k] = res_vec[[e[2] for e in keep], [e[3] for e in keep]]
+            res_time[a, :k] = [-e[0] for e in keep]
+        res_vec[a, k:] = 0.0
+        res_time[a, k:] = 0.0
+        self.res_ids[a] = [e[1] for e in keep] + [None] * (r - k)
         self.res_next[a] = k
 
     def unfold(
