@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
+from benchmarks import kafka_floor
 from benchmarks.cpu import own_cpu_seconds, per_event_us, pid_cpu_seconds, service_cpu_seconds
 from processors import EngineConfig
 from stream import metrics
@@ -70,8 +71,13 @@ def step_seconds() -> dict[str, float]:
         if fam.name == "clusterer_batch_seconds":
             for smp in fam.samples:
                 if smp.name.endswith("_sum"):
-                    out[smp.labels["step"]] = round(smp.value, 3)
+                    out[smp.labels["step"]] = smp.value
     return out
+
+
+def step_us(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """µs per event of each step between two snapshots of the histograms' sums."""
+    return {k: round((v - before.get(k, 0.0)) / count * 1e6, 1) for k, v in after.items()}
 
 
 def assigned() -> float:
@@ -109,22 +115,28 @@ def router_process(s: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
 
-def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, object]:
+def throughput(
+    count: int, dim: int, partitions: int, split: bool, cfg: EngineConfig | None = None
+) -> dict[str, object]:
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     produce_s = produce_backlog(s, count, dim)
-    svc = Service(s, EngineConfig(), role="cluster" if split else "all", serve_http=False)
+    svc = Service(s, cfg or EngineConfig(), role="cluster" if split else "all", serve_http=False)
     svc.start()
     assert svc.worker is not None
     warm_up(svc)
     router = router_process(s) if split else None
     base = assigned()
+    steps0 = step_seconds()
     cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
     router0 = pid_cpu_seconds(router.pid) if router is not None else 0.0
+    router_wall = 0.0
     t0 = time.perf_counter()
     while assigned() - base < count:
         if svc.router is not None:
+            r0 = time.perf_counter()
             svc.router.poll()
+            router_wall += time.perf_counter() - r0
         svc.worker.poll()
     dt = time.perf_counter() - t0
     cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
@@ -132,10 +144,15 @@ def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
     if router is not None:
         router.terminate()
         router.wait(60)
+    steps = step_us(steps0, step_seconds(), count)
     svc.worker.poll()  # lets the idle path settle the published offsets
-    steps = step_seconds()
     svc.close()
     delete_topics(s, include_inputs=True)
+    worker_cpu = round((cpu1 - cpu0) / count * 1e6, 1)
+    services = per_event_us(svc0, svc1, count)
+    if svc.router is not None:  # the router's wall time in the one loop, consume included
+        steps["router_loop"] = round(router_wall / count * 1e6, 1)
+    steps["worker_loop"] = round((dt - router_wall) / count * 1e6, 1)
     return {
         "mode": "throughput" + (" (router in its own process)" if split else ""),
         "dim": dim,
@@ -143,21 +160,43 @@ def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
         "events_per_s": round(count / dt),
         "seconds": round(dt, 2),
         "backlog_produce_seconds": round(produce_s, 2),
-        "worker_seconds_by_step": steps,
-        "router_seconds_in_loop": round(dt - steps.get("total", 0.0), 2),
-        "worker_process_cpu_us_per_event": round((cpu1 - cpu0) / count * 1e6, 1),
-        "services_cpu_us_per_event": per_event_us(svc0, svc1, count),
+        "us_per_event_by_step": steps,
+        "worker_process_cpu_us_per_event": worker_cpu,
+        "services_cpu_us_per_event": services,
         "router_process_cpu_us_per_event": round(router_cpu / count * 1e6, 1),
+        "cpu_us_per_event_all_processes": round(
+            worker_cpu + sum(services.values()) + router_cpu / count * 1e6, 1
+        ),
+    }
+
+
+def with_floor(count: int, dim: int, partitions: int, split: bool) -> dict[str, object]:
+    """Floor, service, floor in one run on the same broker, dimension and count: the ratio
+    to the mean of the two floors survives the machine's noise."""
+    bootstrap = Settings.from_env().kafka_bootstrap
+    floor_a = kafka_floor.run(bootstrap, count, dim, partitions, 2000)
+    svc = throughput(count, dim, partitions, split)
+    floor_b = kafka_floor.run(bootstrap, count, dim, partitions, 2000)
+    floor_rate = (int(floor_a["events_per_s"]) + int(floor_b["events_per_s"])) / 2
+    floor_cpu = [
+        float(f["python_cpu_us_per_event"]) + sum(f["services_cpu_us_per_event"].values())
+        for f in (floor_a, floor_b)
+    ]
+    return {
+        **svc,
+        "floor_events_per_s": [floor_a["events_per_s"], floor_b["events_per_s"]],
+        "ratio_to_floor": round(int(str(svc["events_per_s"])) / floor_rate, 3),
+        "floor_cpu_us_per_event_all_processes": [round(c, 1) for c in floor_cpu],
     }
 
 
 def latency(
-    rate: float, seconds: float, dim: int, partitions: int, split: bool
+    rate: float, seconds: float, dim: int, partitions: int, split: bool, cfg: EngineConfig
 ) -> dict[str, object]:
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     count = int(rate * seconds)
-    svc = Service(s, EngineConfig(), role="cluster" if split else "all", serve_http=False)
+    svc = Service(s, cfg, role="cluster" if split else "all", serve_http=False)
     svc.start()
     assert svc.worker is not None
     warm_up(svc)
@@ -171,7 +210,8 @@ def latency(
         cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
     )  # fmt: skip
     base = assigned()
-    recon_batches = 0
+    steps0 = step_seconds()
+    recon0 = reconsolidations()
     while assigned() - base < count:
         if svc.router is not None:
             svc.router.poll()
@@ -182,10 +222,8 @@ def latency(
     if router is not None:
         router.terminate()
         router.wait(60)
-    for fam in metrics.REGISTRY.collect():
-        if fam.name == "clusterer_reconsolidation_seconds":
-            recon_batches = int(next(x.value for x in fam.samples if x.name.endswith("_count")))
-    steps = step_seconds()
+    recon = reconsolidations()
+    steps = step_us(steps0, step_seconds(), count)
     svc.close()
     sent = read_times(s, s.input_topics[0], lambda v: json.loads(v)["item_id"])
     done = read_times(s, s.assignments_topic, None)
@@ -199,9 +237,27 @@ def latency(
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
-        "batches_with_reconsolidation": recon_batches,
-        "worker_seconds_by_step": steps,
+        "batches_with_reconsolidation": int(recon[0] - recon0[0]),
+        "reconsolidation_wait_max_s": recon[1],
+        "us_per_event_by_step": steps,
     }
+
+
+def reconsolidations() -> tuple[float, float]:
+    """(batches that applied a reconsolidation, the longest such batch's upper bucket)."""
+    count, top = 0.0, 0.0
+    for fam in metrics.REGISTRY.collect():
+        if fam.name == "clusterer_reconsolidation_seconds":
+            last = 0.0
+            for x in fam.samples:
+                if x.name.endswith("_count"):
+                    count = x.value
+                elif x.name.endswith("_bucket"):
+                    le = float(x.labels["le"])
+                    if x.value > last and top < le:
+                        top = le
+                    last = x.value
+    return count, top
 
 
 def read_times(s: Settings, topic: str, key_of: object) -> dict[str, int]:
@@ -238,16 +294,34 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=("throughput", "latency"))
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--count", type=int, default=60_000)
-    ap.add_argument("--rate", type=float, default=5000)
+    ap.add_argument("--count", type=int, default=30_000)
+    ap.add_argument(
+        "--rate", type=float, default=0,
+        help="offered events/s; 0: half the backlog rate measured first in this run",
+    )  # fmt: skip
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--split", action="store_true", help="router in its own process")
+    ap.add_argument("--no-floor", action="store_true", help="throughput without the floor")
+    ap.add_argument(
+        "--reconsolidate-items", type=int, default=5_000,
+        help="latency: the engine's reconsolidate_items, so that runs happen during the test",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.mode == "throughput":
-        print(json.dumps(throughput(args.count, args.dim, args.partitions, args.split)))
-    else:
-        print(json.dumps(latency(args.rate, args.seconds, args.dim, args.partitions, args.split)))
+        if args.no_floor:
+            out = throughput(args.count, args.dim, args.partitions, args.split)
+        else:
+            out = with_floor(args.count, args.dim, args.partitions, args.split)
+        print(json.dumps(out))
+        return
+    cfg = EngineConfig(reconsolidate_items=args.reconsolidate_items)
+    rate = args.rate
+    if rate <= 0:
+        best = throughput(args.count, args.dim, args.partitions, args.split, cfg)
+        print(json.dumps(best))
+        rate = round(int(str(best["events_per_s"])) / 2)
+    print(json.dumps(latency(rate, args.seconds, args.dim, args.partitions, args.split, cfg)))
 
 
 if __name__ == "__main__":

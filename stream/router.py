@@ -9,6 +9,7 @@ one Kafka transaction (consume-transform-produce, fenced by the consumer group g
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -75,16 +76,20 @@ class Router:
             for tp in admitted.rewind:
                 self.consumer.seek(tp)
             msgs, poison = admitted.keep, admitted.poison
+        t0 = time.perf_counter()
         self.producer.begin_transaction()
         try:
             for m in poison:
                 self._dead(m, InputError("poison", "processing failed repeatedly at this offset"))
             for m in msgs:
                 self._route(m)
+            t1 = time.perf_counter()
             self.producer.send_offsets_to_transaction(
                 self._next_offsets(msgs + poison), self.consumer.consumer_group_metadata(), 30
             )
             self.producer.commit_transaction(30)
+            metrics.batch_seconds.labels("router_route").observe(t1 - t0)
+            metrics.batch_seconds.labels("router_txn").observe(time.perf_counter() - t1)
         except KafkaException as exc:
             log.warning("router transaction failed, retrying the batch: %s", exc)
             self.producer.abort_transaction(30)

@@ -63,6 +63,7 @@ class Worker:
         self.topic = s.by_scope_topic
         self.newest_event_time = -np.inf
         self._lag_at = 0.0
+        self._steps: dict[str, float] = {}  # seconds per part of the engine step, this batch
         self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
         self.producer = Producer(s.producer_config())
         self.protocol = BatchProtocol(
@@ -126,6 +127,7 @@ class Worker:
         pending = Pending()
         n = 0
         parts = sorted(set(good) | set(poison))
+        self._steps = dict.fromkeys(("decode", "learn", "outputs", "rows"), 0.0)
         for p in parts:
             run = self.runs.get(p)
             if run is None:  # revoked inside this consume call
@@ -134,6 +136,8 @@ class Worker:
             n += len(good.get(p, [])) + len(poison.get(p, []))
         t1 = time.perf_counter()
         metrics.batch_seconds.labels("engine").observe(t1 - t0)
+        for step, spent in self._steps.items():  # the parts of "engine"
+            metrics.batch_seconds.labels(step).observe(spent)
         if not self.protocol.commit(write, parts):  # 4. one transaction, fence first
             return 0
         t2 = time.perf_counter()
@@ -142,8 +146,12 @@ class Worker:
         t3 = time.perf_counter()
         metrics.batch_seconds.labels("produce").observe(t3 - t2)
         self.protocol.after_publish(pending)  # 7.
+        t4 = time.perf_counter()
         self.protocol.refresh_cache(pending)  # 8.
-        metrics.batch_seconds.labels("total").observe(time.perf_counter() - t0)
+        t5 = time.perf_counter()
+        metrics.batch_seconds.labels("kafka_offsets").observe(t4 - t3)
+        metrics.batch_seconds.labels("redis").observe(t5 - t4)
+        metrics.batch_seconds.labels("total").observe(t5 - t0)
         metrics.consumed.labels("worker").inc(n)
         self._gauges()
         return n
@@ -175,12 +183,16 @@ class Worker:
         if new or any(not offsets.replayed(int(m.offset() or 0)) for m in poison):
             t0 = time.perf_counter()
             res = self._run_engine(run, new, write, pending)
+            t1 = time.perf_counter()
             if any(r.reconsolidations for r, _ in res):
                 # reconsolidation runs in the background; a batch that applied a finished
                 # run waited for it: its engine time is what the run cost the stream
-                metrics.reconsolidation_seconds.observe(time.perf_counter() - t0)
+                metrics.reconsolidation_seconds.observe(t1 - t0)
             self._outputs(run, res, write, pending)
+            t2 = time.perf_counter()
             self._rows(run, res, write, pending)
+            self._add_step("outputs", t2 - t1)
+            self._add_step("rows", time.perf_counter() - t2)
             nxt = max(int(m.offset() or 0) for m in new + poison) + 1
             run.since_checkpoint += len(new)
             write.offsets.append(self.protocol.offset_row(p, nxt))
@@ -205,6 +217,7 @@ class Worker:
         def flush() -> None:
             if not seg:
                 return
+            t0 = time.perf_counter()
             res = eng.learn(
                 Batch(
                     np.vstack([r.vector for r, _ in seg]),
@@ -218,9 +231,11 @@ class Worker:
                     ],
                 )
             )
+            self._add_step("learn", time.perf_counter() - t0)
             out.append((res, [m for _, m in seg]))
             seg.clear()
 
+        t_decode, learn_before = time.perf_counter(), self._steps.get("learn", 0.0)
         for m in ms:
             try:
                 rec = records.decode(m.value() or b"")
@@ -245,8 +260,13 @@ class Worker:
             if seg and seg[0][0].vector.shape[0] != dim:
                 flush()  # one matrix per engine call: scopes of another dimension wait
             seg.append((rec, m))
+        learned = self._steps.get("learn", 0.0) - learn_before  # flushes inside the loop
+        self._add_step("decode", time.perf_counter() - t_decode - learned)
         flush()
         return out
+
+    def _add_step(self, step: str, seconds: float) -> None:
+        self._steps[step] = self._steps.get(step, 0.0) + seconds
 
     def _dead(
         self,
