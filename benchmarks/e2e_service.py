@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks import kafka_floor
 from benchmarks.cpu import own_cpu_seconds, per_event_us, pid_cpu_seconds, service_cpu_seconds
-from processors import EngineConfig
+from processors import Engine, EngineConfig
 from stream import metrics
 from stream.service import Service
 from stream.settings import Settings
@@ -50,13 +50,15 @@ def settings(partitions: int) -> Settings:
     )
 
 
-def produce_backlog(s: Settings, count: int, dim: int) -> float:
+def produce_backlog(
+    s: Settings, count: int, dim: int, model: str | None = None, seed: int = 0
+) -> float:
     t0 = time.perf_counter()
     out = subprocess.run(
         [
             sys.executable, "-m", "stream.cli", "produce", "--count", str(count),
             "--dim", str(dim), "--vector-events", "--bootstrap", s.kafka_bootstrap,
-            "--model", f"{s.prefix}-model",
+            "--model", model or f"{s.prefix}-model", "--seed", str(seed),
         ],
         cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
         check=True, capture_output=True,
@@ -260,6 +262,123 @@ def reconsolidations() -> tuple[float, float]:
     return count, top
 
 
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for a key, as the
+    service's producers are configured (`murmur2_random`)."""
+    m, h = 0x5BD1E995, (0x9747B28C ^ len(key)) & 0xFFFFFFFF
+    whole = len(key) & ~3
+    for i in range(0, whole, 4):
+        k = int.from_bytes(key[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+    rest = key[whole:]
+    if len(rest) >= 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if rest:
+        h = ((h ^ rest[0]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def two_models(prefix: str, partitions: int) -> tuple[str, str]:
+    """Two embedding models whose scopes land on by-scope partitions in different halves,
+    which the range assignor gives to different members of a two-worker group."""
+    scoper = Engine(EngineConfig())
+    half = partitions // 2
+    found: dict[bool, str] = {}
+    for i in range(1000):
+        model = f"{prefix}-m{i}"
+        name = scoper.scope_key("document", model, {}).name.encode()
+        found.setdefault(murmur2_partition(name, partitions) < half, model)
+        if len(found) == 2:
+            return found[True], found[False]
+    raise RuntimeError("no two models on different halves")
+
+
+def worker_process(s: Settings) -> subprocess.Popen[bytes]:
+    """`clusterer worker` (router and clustering worker in one loop) for these topics."""
+    env = {
+        **os.environ,
+        "CLUSTERER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "CLUSTERER_INPUT_TOPICS": s.input_topics[0],
+        "CLUSTERER_PREFIX": s.prefix,
+        "CLUSTERER_GROUP_ID": s.group_id,
+        "CLUSTERER_PARTITIONS": str(s.partitions),
+        "CLUSTERER_HTTP_PORT": "0",
+    }
+    cmd = [sys.executable, "-m", "stream.cli", "worker"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+
+
+def published(c: Consumer, topic: str, partitions: int) -> int:
+    """Messages on a topic (idempotent, non-transactional producer: offsets = messages)."""
+    total = 0
+    for p in range(partitions):
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        total += hi - lo
+    return total
+
+
+def scale_run(count: int, dim: int, partitions: int, workers: int) -> dict[str, object]:
+    """A two-scope backlog, then `workers` worker processes in one group; the rate counts
+    from the first assignment published to the last (start-up and group join excluded)."""
+    s = settings(partitions)
+    ensure_topics(s, include_inputs=True)
+    models = two_models("scale", partitions)
+    for i, model in enumerate(models):
+        produce_backlog(s, count // 2, dim, model, seed=i + 1)
+    total = count // 2 * 2
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"w-{uuid.uuid4()}"})
+    procs = [worker_process(s) for _ in range(workers)]
+    cpu0: dict[int, float] = {}
+    svc0: dict[str, float] = {}
+    n0 = 0
+    t0 = 0.0
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            n = published(c, s.assignments_topic, partitions)
+            if n and not t0:
+                t0, n0 = time.perf_counter(), n
+                cpu0 = {x.pid: pid_cpu_seconds(x.pid) for x in procs}
+                svc0 = service_cpu_seconds()
+            if n >= total:
+                break
+            if any(x.poll() is not None for x in procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"workers stopped or too slow: {n} of {total}")
+            time.sleep(0.05)
+        dt = time.perf_counter() - t0
+        cpu = sum(pid_cpu_seconds(x.pid) - cpu0[x.pid] for x in procs)
+        svc1 = service_cpu_seconds()
+        by_scope = [
+            p for p in range(partitions)
+            if c.get_watermark_offsets(TopicPartition(s.by_scope_topic, p), timeout=10)[1] > 0
+        ]  # fmt: skip
+    finally:
+        for x in procs:
+            x.terminate()
+        for x in procs:
+            x.wait(60)
+        c.close()
+    delete_topics(s, include_inputs=True)
+    measured = total - n0
+    return {
+        "mode": f"scale-out: {workers} worker process(es), two scopes",
+        "dim": dim,
+        "events": total,
+        "events_measured": measured,
+        "events_per_s": round(measured / dt),
+        "by_scope_partitions_used": by_scope,
+        "worker_processes_cpu_us_per_event": round(cpu / measured * 1e6, 1),
+        "services_cpu_us_per_event": per_event_us(svc0, svc1, measured),
+    }
+
+
 def read_times(s: Settings, topic: str, key_of: object) -> dict[str, int]:
     """item id -> CreateTime (ms) of every message of a topic."""
     c = Consumer(
@@ -292,7 +411,7 @@ def read_times(s: Settings, topic: str, key_of: object) -> dict[str, int]:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("throughput", "latency"))
+    ap.add_argument("mode", choices=("throughput", "latency", "scaleout"))
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--count", type=int, default=30_000)
     ap.add_argument(
@@ -308,6 +427,10 @@ def main() -> None:
         help="latency: the engine's reconsolidate_items, so that runs happen during the test",
     )  # fmt: skip
     args = ap.parse_args()
+    if args.mode == "scaleout":  # one process, then two, on the same backlog
+        for workers in (1, 2):
+            print(json.dumps(scale_run(args.count, args.dim, args.partitions, workers)))
+        return
     if args.mode == "throughput":
         if args.no_floor:
             out = throughput(args.count, args.dim, args.partitions, args.split)
