@@ -29,7 +29,13 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks import kafka_floor
-from benchmarks.cpu import own_cpu_seconds, per_event_us, pid_cpu_seconds, service_cpu_seconds
+from benchmarks.cpu import (
+    own_cpu_seconds,
+    per_event_us,
+    pid_cpu_seconds,
+    service_cpu_seconds,
+    thread_cpu_seconds,
+)
 from processors import Engine, EngineConfig
 from stream import metrics
 from stream.service import Service
@@ -67,18 +73,19 @@ def produce_backlog(
     return time.perf_counter() - t0
 
 
-def step_seconds() -> dict[str, float]:
-    out: dict[str, float] = {}
-    for fam in metrics.REGISTRY.collect():
-        if fam.name == "clusterer_batch_seconds":
-            for smp in fam.samples:
-                if smp.name.endswith("_sum"):
-                    out[smp.labels["step"]] = smp.value
-    return out
+def clock_totals(svc: Service) -> tuple[dict[str, float], dict[str, float]]:
+    """(wall, thread CPU) seconds per step so far, of the worker and the in-loop router."""
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for part in (svc.worker, svc.router):
+        if part is not None:
+            wall.update(part.clock.wall)
+            cpu.update(part.clock.cpu)
+    return wall, cpu
 
 
 def step_us(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
-    """µs per event of each step between two snapshots of the histograms' sums."""
+    """µs per event of each step between two snapshots of running totals."""
     return {k: round((v - before.get(k, 0.0)) / count * 1e6, 1) for k, v in after.items()}
 
 
@@ -129,8 +136,8 @@ def throughput(
     warm_up(svc)
     router = router_process(s) if split else None
     base = assigned()
-    steps0 = step_seconds()
-    cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
+    wall0, tcpu0 = clock_totals(svc)
+    cpu0, svc0, threads0 = own_cpu_seconds(), service_cpu_seconds(), thread_cpu_seconds()
     router0 = pid_cpu_seconds(router.pid) if router is not None else 0.0
     router_wall = 0.0
     t0 = time.perf_counter()
@@ -141,12 +148,14 @@ def throughput(
             router_wall += time.perf_counter() - r0
         svc.worker.poll()
     dt = time.perf_counter() - t0
-    cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
+    cpu1, svc1, threads1 = own_cpu_seconds(), service_cpu_seconds(), thread_cpu_seconds()
     router_cpu = pid_cpu_seconds(router.pid) - router0 if router is not None else 0.0
     if router is not None:
         router.terminate()
         router.wait(60)
-    steps = step_us(steps0, step_seconds(), count)
+    wall1, tcpu1 = clock_totals(svc)
+    steps = step_us(wall0, wall1, count)
+    steps_cpu = step_us(tcpu0, tcpu1, count)
     svc.worker.poll()  # lets the idle path settle the published offsets
     svc.close()
     delete_topics(s, include_inputs=True)
@@ -162,8 +171,12 @@ def throughput(
         "events_per_s": round(count / dt),
         "seconds": round(dt, 2),
         "backlog_produce_seconds": round(produce_s, 2),
-        "us_per_event_by_step": steps,
+        "wall_us_per_event_by_step": steps,
+        "thread_cpu_us_per_event_by_step": steps_cpu,
         "worker_process_cpu_us_per_event": worker_cpu,
+        "worker_threads_cpu_us_per_event": {
+            k: v for k, v in per_event_us(threads0, threads1, count).items() if v >= 0.5
+        },
         "services_cpu_us_per_event": services,
         "router_process_cpu_us_per_event": round(router_cpu / count * 1e6, 1),
         "cpu_us_per_event_all_processes": round(
@@ -212,7 +225,7 @@ def latency(
         cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
     )  # fmt: skip
     base = assigned()
-    steps0 = step_seconds()
+    wall0, tcpu0 = clock_totals(svc)
     recon0 = reconsolidations()
     while assigned() - base < count:
         if svc.router is not None:
@@ -225,7 +238,7 @@ def latency(
         router.terminate()
         router.wait(60)
     recon = reconsolidations()
-    steps = step_us(steps0, step_seconds(), count)
+    wall1, tcpu1 = clock_totals(svc)
     svc.close()
     sent = read_times(s, s.input_topics[0], lambda v: json.loads(v)["item_id"])
     done = read_times(s, s.assignments_topic, None)
@@ -241,7 +254,8 @@ def latency(
         "max_ms": float(lat.max()),
         "batches_with_reconsolidation": int(recon[0] - recon0[0]),
         "reconsolidation_wait_max_s": recon[1],
-        "us_per_event_by_step": steps,
+        "wall_us_per_event_by_step": step_us(wall0, wall1, count),
+        "thread_cpu_us_per_event_by_step": step_us(tcpu0, tcpu1, count),
     }
 
 

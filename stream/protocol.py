@@ -273,14 +273,22 @@ class BatchProtocol:
     # ------------------------------------------------------------------ 5. publish
     def publish(self, pending: Pending) -> None:
         """Publish and wait for delivery; a failure raises (the restart republishes)."""
+        counts: dict[str, int] = {}
+        produce = self.producer.produce
         for topic, key, value, headers in pending.out:
-            while True:
-                try:
-                    self.producer.produce(topic, value, key=key, headers=headers)
-                    break
-                except BufferError:
+            try:
+                produce(topic, value, key=key, headers=headers)
+            except BufferError:  # the local queue is full: let it drain
+                while True:
                     self.producer.poll(0.1)
-            metrics.produced.labels(topic).inc()
+                    try:
+                        produce(topic, value, key=key, headers=headers)
+                        break
+                    except BufferError:
+                        continue
+            counts[topic] = counts.get(topic, 0) + 1
+        for topic, k in counts.items():
+            metrics.produced.labels(topic).inc(k)
         left = self.producer.flush(60)
         if left:
             raise RuntimeError(f"{left} messages not delivered; restarting from Postgres")

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any, Literal
 
+from threadpoolctl import threadpool_limits
+
 from processors import EngineConfig, warm_up
 from state.cache import Cache
 from state.db import DB_ERRORS, Store, migrate
@@ -25,6 +27,16 @@ from stream.worker import Worker
 
 log = logging.getLogger(__name__)
 Role = Literal["all", "router", "cluster"]
+
+
+def limit_threads(threads: int) -> None:
+    """Cap the native thread pools the engine's numpy and FAISS load (OpenBLAS, OpenMP) at
+    `CLUSTERER_BLAS_THREADS`. The engine's matrix products are small; OpenBLAS's idle
+    threads spin after each one and, on a machine shared with the broker and PostgreSQL,
+    doubled the worker's CPU per event (docs/benchmarks.md). 0 leaves the libraries' own
+    defaults."""
+    if threads > 0:
+        threadpool_limits(limits=threads)
 
 
 class Service:
@@ -44,6 +56,7 @@ class Service:
         self.retention: RetentionThread | None = None
 
     def start(self) -> None:
+        limit_threads(self.s.blas_threads)
         if self.s.migrate_on_start:
             applied = self.loop.run_until_complete(migrate(self.s.postgres_dsn))
             if applied:

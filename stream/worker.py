@@ -35,10 +35,12 @@ from state.cache import Cache
 from state.db import DB_ERRORS, BatchWrite, ClusterRow, ItemRow, Store
 from state.results import cluster_row, event_row, summary_json
 from stream import metrics, records
+from stream.assignments import assignment_values
 from stream.dead_letters import dead_letter
 from stream.http import Health
 from stream.protocol import BatchProtocol, PartitionRun, Pending
 from stream.settings import Settings
+from stream.steps import StepClock
 
 log = logging.getLogger(__name__)
 _DLQ_NS = uuid.UUID("7a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
@@ -63,7 +65,7 @@ class Worker:
         self.topic = s.by_scope_topic
         self.newest_event_time = -np.inf
         self._lag_at = 0.0
-        self._steps: dict[str, float] = {}  # seconds per part of the engine step, this batch
+        self.clock = StepClock()  # time per step (benchmarks/e2e_service.py reads it)
         self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
         self.producer = Producer(s.producer_config())
         self.protocol = BatchProtocol(
@@ -106,6 +108,8 @@ class Worker:
 
     # ------------------------------------------------------------------ the loop body
     def poll(self) -> int:
+        clock = self.clock
+        clock.begin()
         msgs = self.consumer.consume(self.s.batch_max, self.s.batch_timeout_ms / 1000)
         self.health.beat()
         good: dict[int, list[Message]] = {}
@@ -118,40 +122,39 @@ class Worker:
             good.setdefault(int(m.partition() or 0), []).append(m)
         self.protocol.rebuild_cache_if_due()
         good, poison = self.protocol.admit(good)  # 2. crash-loop guard
+        clock.lap("consume")
         if not good and not poison:
             self.protocol.settle()
             self._gauges()
+            clock.lap("idle")
             return 0
-        t0 = time.perf_counter()
         write = BatchWrite(self.s.group_id)
         pending = Pending()
         n = 0
         parts = sorted(set(good) | set(poison))
-        self._steps = dict.fromkeys(("decode", "learn", "outputs", "rows"), 0.0)
         for p in parts:
             run = self.runs.get(p)
             if run is None:  # revoked inside this consume call
                 continue
             self._process_partition(p, run, good.get(p, []), write, pending, poison.get(p, []))
             n += len(good.get(p, [])) + len(poison.get(p, []))
-        t1 = time.perf_counter()
-        metrics.batch_seconds.labels("engine").observe(t1 - t0)
-        for step, spent in self._steps.items():  # the parts of "engine"
-            metrics.batch_seconds.labels(step).observe(spent)
+        clock.lap("decode")  # what followed the last engine call
         if not self.protocol.commit(write, parts):  # 4. one transaction, fence first
             return 0
-        t2 = time.perf_counter()
-        metrics.batch_seconds.labels("postgres").observe(t2 - t1)
+        clock.lap("postgres")
         self.protocol.publish(pending)  # 5. and 6.
-        t3 = time.perf_counter()
-        metrics.batch_seconds.labels("produce").observe(t3 - t2)
+        clock.lap("produce")
         self.protocol.after_publish(pending)  # 7.
-        t4 = time.perf_counter()
+        clock.lap("kafka_offsets")
         self.protocol.refresh_cache(pending)  # 8.
-        t5 = time.perf_counter()
-        metrics.batch_seconds.labels("kafka_offsets").observe(t4 - t3)
-        metrics.batch_seconds.labels("redis").observe(t5 - t4)
-        metrics.batch_seconds.labels("total").observe(t5 - t0)
+        clock.lap("redis")
+        steps = clock.batch
+        engine = sum(steps.get(k, 0.0) for k in ("decode", "learn", "outputs", "rows"))
+        metrics.batch_seconds.labels("engine").observe(engine)
+        for step, spent in steps.items():
+            if step != "consume":
+                metrics.batch_seconds.labels(step).observe(spent)
+        metrics.batch_seconds.labels("total").observe(sum(steps.values()) - steps["consume"])
         metrics.consumed.labels("worker").inc(n)
         self._gauges()
         return n
@@ -179,20 +182,21 @@ class Worker:
             run.poisoned.add(off)
         if old:  # effects already in Postgres; outputs maybe not published yet
             res = self._run_engine(run, old, None, pending)
+            self.clock.lap("decode")
             self._outputs(run, res, None, pending)
+            self.clock.lap("outputs")
         if new or any(not offsets.replayed(int(m.offset() or 0)) for m in poison):
             t0 = time.perf_counter()
             res = self._run_engine(run, new, write, pending)
-            t1 = time.perf_counter()
             if any(r.reconsolidations for r, _ in res):
                 # reconsolidation runs in the background; a batch that applied a finished
                 # run waited for it: its engine time is what the run cost the stream
-                metrics.reconsolidation_seconds.observe(t1 - t0)
+                metrics.reconsolidation_seconds.observe(time.perf_counter() - t0)
+            self.clock.lap("decode")
             self._outputs(run, res, write, pending)
-            t2 = time.perf_counter()
+            self.clock.lap("outputs")
             self._rows(run, res, write, pending)
-            self._add_step("outputs", t2 - t1)
-            self._add_step("rows", time.perf_counter() - t2)
+            self.clock.lap("rows")
             nxt = max(int(m.offset() or 0) for m in new + poison) + 1
             run.since_checkpoint += len(new)
             write.offsets.append(self.protocol.offset_row(p, nxt))
@@ -212,12 +216,13 @@ class Worker:
         eng = run.engine
         out: list[tuple[BatchResult, list[Message]]] = []
         seg: list[tuple[records.Routed, Message]] = []
+        keys: list[ScopeKey] = []  # the scope of each record in seg
         dims: dict[ScopeKey, int] = {}
 
         def flush() -> None:
             if not seg:
                 return
-            t0 = time.perf_counter()
+            self.clock.lap("decode")
             res = eng.learn(
                 Batch(
                     np.vstack([r.vector for r, _ in seg]),
@@ -225,17 +230,14 @@ class Worker:
                     np.asarray([r.event_time for r, _ in seg]),
                     [r.document_id for r, _ in seg],
                     [r.metadata for r, _ in seg],
-                    [
-                        eng.scope_key(r.embedding_type, r.embedding_model, r.metadata)
-                        for r, _ in seg
-                    ],
+                    keys,
                 )
             )
-            self._add_step("learn", time.perf_counter() - t0)
+            self.clock.lap("learn")
             out.append((res, [m for _, m in seg]))
             seg.clear()
+            keys.clear()
 
-        t_decode, learn_before = time.perf_counter(), self._steps.get("learn", 0.0)
         for m in ms:
             try:
                 rec = records.decode(m.value() or b"")
@@ -260,13 +262,9 @@ class Worker:
             if seg and seg[0][0].vector.shape[0] != dim:
                 flush()  # one matrix per engine call: scopes of another dimension wait
             seg.append((rec, m))
-        learned = self._steps.get("learn", 0.0) - learn_before  # flushes inside the loop
-        self._add_step("decode", time.perf_counter() - t_decode - learned)
+            keys.append(key)
         flush()
         return out
-
-    def _add_step(self, step: str, seconds: float) -> None:
-        self._steps[step] = self._steps.get(step, 0.0) + seconds
 
     def _dead(
         self,
@@ -296,32 +294,29 @@ class Worker:
         pending: Pending,
     ) -> None:
         eng = run.engine
+        topic, published = self.s.assignments_topic, run.offsets.published
         for res, msgs in results:
-            for i, a in enumerate(res.assignments()):
-                if run.offsets.unpublished(int(msgs[i].offset() or 0)):
-                    pending.out.append(
-                        (
-                            self.s.assignments_topic,
-                            a.item_id.encode(),
-                            a.model_dump_json().encode(),
-                            None,
-                        )
-                    )
-                if a.event_time > self.newest_event_time:
-                    self.newest_event_time = a.event_time
+            values = assignment_values(res)
+            for i, value in enumerate(values):
+                if int(msgs[i].offset() or 0) >= published:  # offsets.unpublished
+                    pending.out.append((topic, res.item_ids[i].encode(), value, None))
+            if len(res.event_time):
+                self.newest_event_time = max(self.newest_event_time, float(res.event_time.max()))
             metrics.assigned.inc(len(res.item_ids))
             if write is None:
                 continue
             snap: set[str] = set()
             gone: set[str] = set()
+            kinds: dict[str, int] = {}
             for ev in res.changes:
-                metrics.changes.labels(ev.kind).inc()
-                payload = ev.model_dump_json().encode()
+                kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
+                text = ev.model_dump_json()
+                payload = text.encode()
                 write.outbox.append(
                     (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
                 )
                 pending.outbox_ids.append(ev.event_id)
-                write.events.append(event_row(ev))
+                write.events.append(event_row(ev, text))
                 pending.out.append((self.s.changes_topic, ev.cluster_id.encode(), payload, None))
                 if ev.kind == "retired":
                     gone.add(ev.cluster_id)
@@ -331,6 +326,8 @@ class Worker:
                     gone.update(ev.related_ids)
                 if ev.kind == "split":
                     snap.update(ev.related_ids)
+            for kind, k in kinds.items():
+                metrics.changes.labels(kind).inc(k)
             for cid in gone:
                 snap.discard(cid)
                 pending.out.append((self.s.clusters_topic, cid.encode(), None, None))
