@@ -141,12 +141,11 @@ def throughput(
     router0 = pid_cpu_seconds(router.pid) if router is not None else 0.0
     router_wall = 0.0
     t0 = time.perf_counter()
+    busy = False
     while assigned() - base < count:
-        if svc.router is not None:
-            r0 = time.perf_counter()
-            svc.router.poll()
-            router_wall += time.perf_counter() - r0
-        svc.worker.poll()
+        r0 = time.perf_counter()
+        busy = svc.round(busy) > 0  # what `Service.run` repeats
+        router_wall += time.perf_counter() - r0
     dt = time.perf_counter() - t0
     cpu1, svc1, threads1 = own_cpu_seconds(), service_cpu_seconds(), thread_cpu_seconds()
     router_cpu = pid_cpu_seconds(router.pid) - router0 if router is not None else 0.0
@@ -161,9 +160,7 @@ def throughput(
     delete_topics(s, include_inputs=True)
     worker_cpu = round((cpu1 - cpu0) / count * 1e6, 1)
     services = per_event_us(svc0, svc1, count)
-    if svc.router is not None:  # the router's wall time in the one loop, consume included
-        steps["router_loop"] = round(router_wall / count * 1e6, 1)
-    steps["worker_loop"] = round((dt - router_wall) / count * 1e6, 1)
+    steps["loop"] = round(router_wall / count * 1e6, 1)  # wall inside Service.round
     return {
         "mode": "throughput" + (" (router in its own process)" if split else ""),
         "dim": dim,
@@ -223,14 +220,14 @@ def latency(
             "--bootstrap", s.kafka_bootstrap, "--model", f"{s.prefix}-model",
         ],
         cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
+        stdout=subprocess.DEVNULL,
     )  # fmt: skip
     base = assigned()
     wall0, tcpu0 = clock_totals(svc)
     recon0 = reconsolidations()
+    busy = False
     while assigned() - base < count:
-        if svc.router is not None:
-            svc.router.poll()
-        svc.worker.poll()
+        busy = svc.round(busy) > 0  # what `Service.run` repeats
         if producer.poll() not in (None, 0):
             raise RuntimeError("producer failed")
     producer.wait(60)

@@ -110,6 +110,11 @@ class PartitionRun:
     held_checkpoint: tuple[int, bytes] | None = None
     """(offset, engine snapshot) taken after a batch, written by the first commit after
     that batch is published (see `due_checkpoints`)."""
+    dirty: set[str] = field(default_factory=set)
+    """clusters whose Stage 5 snapshot is owed: touched since their last one (published
+    at most every `CLUSTERER_SNAPSHOT_INTERVAL_MS`, and always with a checkpoint)"""
+    snapshot_at: float = 0.0
+    """monotonic time of the last snapshot flush"""
 
 
 @dataclass

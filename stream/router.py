@@ -70,11 +70,13 @@ class Router:
             self._partitions = len(md.topics[self.s.by_scope_topic].partitions)
         return self._partitions
 
-    def poll(self) -> int:
-        """One transaction over one micro-batch; returns the number of input messages."""
+    def poll(self, timeout: float | None = None) -> int:
+        """One transaction over one micro-batch (what arrives within `timeout` seconds,
+        default the batch timeout); returns the number of input messages."""
         clock = self.clock
         clock.begin()
-        msgs = self.consumer.consume(self.s.batch_max, self.s.batch_timeout_ms / 1000)
+        wait = self.s.batch_timeout_ms / 1000 if timeout is None else timeout
+        msgs = self.consumer.consume(self.s.batch_max, wait)
         msgs = [m for m in msgs if not self._is_error(m)]
         clock.lap("router_consume")
         if not msgs:

@@ -100,12 +100,20 @@ class Service:
 
     def run(self) -> None:
         """Until stop is set: one router batch, one clustering batch, repeat."""
+        busy = False
         while not self.stop.is_set():
             self.health.beat()
-            if self.router is not None:
-                self.router.poll()
-            if self.worker is not None:
-                self.worker.poll()
+            busy = self.round(busy) > 0
+
+    def round(self, busy: bool) -> int:
+        """One router batch, then one clustering batch; returns the messages they took.
+        With both stages in this one loop, a stage that waits for a full batch holds the
+        other one up: after a round that did work (`busy`) each takes what is already
+        fetched and goes on; an idle round waits up to the batch timeout, shared by the
+        stages that run here."""
+        stages = [x for x in (self.router, self.worker) if x is not None]
+        wait = 0.0 if busy else self.s.batch_timeout_ms / 1000 / max(len(stages), 1)
+        return sum(stage.poll(wait) for stage in stages)
 
     def close(self) -> None:
         """Leave the groups (a prompt rebalance for the others) and flush what is pending."""

@@ -107,10 +107,13 @@ class Worker:
         consumer.unassign()
 
     # ------------------------------------------------------------------ the loop body
-    def poll(self) -> int:
+    def poll(self, timeout: float | None = None) -> int:
+        """One micro-batch: what arrives within `timeout` seconds (default the batch
+        timeout), up to the batch size."""
         clock = self.clock
         clock.begin()
-        msgs = self.consumer.consume(self.s.batch_max, self.s.batch_timeout_ms / 1000)
+        wait = self.s.batch_timeout_ms / 1000 if timeout is None else timeout
+        msgs = self.consumer.consume(self.s.batch_max, wait)
         self.health.beat()
         good: dict[int, list[Message]] = {}
         for m in msgs:
@@ -124,6 +127,7 @@ class Worker:
         good, poison = self.protocol.admit(good)  # 2. crash-loop guard
         clock.lap("consume")
         if not good and not poison:
+            self._idle_snapshots()
             self.protocol.settle()
             self._gauges()
             clock.lap("idle")
@@ -194,14 +198,21 @@ class Worker:
                 metrics.reconsolidation_seconds.observe(time.perf_counter() - t0)
             self.clock.lap("decode")
             self._outputs(run, res, write, pending)
+            run.since_checkpoint += len(new)
+            checkpoint = run.since_checkpoint >= self.s.checkpoint_items
+            # a checkpoint waits for every snapshot owed before it: a restart from it
+            # replays (and marks owed again) only what comes after
+            flushed = self._snapshots(run, pending) if self._snapshot_due(run, checkpoint) else []
             self.clock.lap("outputs")
-            self._rows(run, res, write, pending)
+            written = self._rows(run, res, write, pending)
+            for cid in flushed:  # snapshots of clusters this batch did not touch
+                if cid not in written:
+                    write.clusters.append(_summary_row(pending.results[cid]))
             self.clock.lap("rows")
             nxt = max(int(m.offset() or 0) for m in new + poison) + 1
-            run.since_checkpoint += len(new)
             write.offsets.append(self.protocol.offset_row(p, nxt))
             write.checkpoints.extend(self.protocol.due_checkpoints(p))
-            if run.since_checkpoint >= self.s.checkpoint_items:
+            if checkpoint:
                 # held until this batch is published: a checkpoint ahead of the published
                 # offset would let a restart skip republishing this batch's outputs
                 run.held_checkpoint = (nxt, run.engine.snapshot())
@@ -293,7 +304,6 @@ class Worker:
         write: BatchWrite | None,
         pending: Pending,
     ) -> None:
-        eng = run.engine
         topic, published = self.s.assignments_topic, run.offsets.published
         for res, msgs in results:
             values = assignment_values(res)
@@ -303,21 +313,22 @@ class Worker:
             if len(res.event_time):
                 self.newest_event_time = max(self.newest_event_time, float(res.event_time.max()))
             metrics.assigned.inc(len(res.item_ids))
-            if write is None:
-                continue
             snap: set[str] = set()
             gone: set[str] = set()
             kinds: dict[str, int] = {}
             for ev in res.changes:
-                kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
-                text = ev.model_dump_json()
-                payload = text.encode()
-                write.outbox.append(
-                    (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
-                )
-                pending.outbox_ids.append(ev.event_id)
-                write.events.append(event_row(ev, text))
-                pending.out.append((self.s.changes_topic, ev.cluster_id.encode(), payload, None))
+                if write is not None:  # a replay's events are in the outbox already
+                    kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
+                    text = ev.model_dump_json()
+                    payload = text.encode()
+                    write.outbox.append(
+                        (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
+                    )
+                    pending.outbox_ids.append(ev.event_id)
+                    write.events.append(event_row(ev, text))
+                    pending.out.append(
+                        (self.s.changes_topic, ev.cluster_id.encode(), payload, None)
+                    )
                 if ev.kind == "retired":
                     gone.add(ev.cluster_id)
                 else:
@@ -330,17 +341,59 @@ class Worker:
                 metrics.changes.labels(kind).inc(k)
             for cid in gone:
                 snap.discard(cid)
-                pending.out.append((self.s.clusters_topic, cid.encode(), None, None))
-                pending.cache_summaries.append((cid, None))
-            for result in eng.clusters(sorted(snap)):
-                if result.status != "active":
-                    continue
-                cid = result.cluster_id
-                pending.out.append(
-                    (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
-                )
-                pending.cache_summaries.append((cid, summary_json(result)))
-                pending.results[cid] = result
+                run.dirty.discard(cid)
+                if write is not None:
+                    pending.out.append((self.s.clusters_topic, cid.encode(), None, None))
+                    pending.cache_summaries.append((cid, None))
+            # a replay marks what it touched too: a snapshot owed when the process stopped
+            # is owed again after the restart (the replay starts at the last checkpoint,
+            # which waited for the snapshots owed before it)
+            run.dirty.update(snap)
+
+    def _snapshot_due(self, run: PartitionRun, checkpoint: bool) -> bool:
+        if not run.dirty:
+            return False
+        interval = self.s.snapshot_interval_ms / 1000
+        return checkpoint or time.monotonic() - run.snapshot_at >= interval
+
+    def _snapshots(self, run: PartitionRun, pending: Pending) -> list[str]:
+        """The Stage 5 snapshots owed by a partition, onto `pending` (the clusters topic,
+        the Redis summaries, and `pending.results` for the rows' summaries). Coalesced over
+        the snapshot interval: a cluster touched by every batch is rendered once per
+        interval, not once per batch (its member list, centroid, label and JSON). Returns
+        the ids rendered (active clusters; others are skipped as before)."""
+        out: list[str] = []
+        for result in run.engine.clusters(sorted(run.dirty)):
+            if result.status != "active":
+                continue
+            cid = result.cluster_id
+            pending.out.append(
+                (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
+            )
+            pending.cache_summaries.append((cid, summary_json(result)))
+            pending.results[cid] = result
+            out.append(cid)
+        run.dirty.clear()
+        run.snapshot_at = time.monotonic()
+        return out
+
+    def _idle_snapshots(self) -> None:
+        """The input paused: the snapshots owed are published now, with their summaries in
+        a fenced transaction of their own (the offsets unchanged)."""
+        due = [p for p, run in self.runs.items() if self._snapshot_due(run, False)]
+        if not due:
+            return
+        write = BatchWrite(self.s.group_id)
+        pending = Pending()
+        for p in due:
+            run = self.runs[p]
+            for cid in self._snapshots(run, pending):
+                write.clusters.append(_summary_row(pending.results[cid]))
+            write.offsets.append(self.protocol.offset_row(p, run.offsets.processed))
+        if not self.protocol.commit(write, due):  # fenced: reloaded, the replay marks again
+            return
+        self.protocol.publish(pending)
+        self.protocol.refresh_cache(pending)
 
     def _rows(
         self,
@@ -348,7 +401,8 @@ class Worker:
         results: list[tuple[BatchResult, list[Message]]],
         write: BatchWrite,
         pending: Pending,
-    ) -> None:
+    ) -> set[str]:
+        """The batch's rows; returns the ids of the clusters it wrote a row for."""
         sims: dict[str, float] = {}
         moves: dict[tuple[str, str], Move] = {}  # the latest move of each item in the batch
         clusters: dict[str, ClusterState] = {}  # the latest state of each touched cluster
@@ -383,6 +437,7 @@ class Worker:
             log.warning(
                 "%d cluster(s) passed the size warning: %s", len(warned), ", ".join(warned[:10])
             )
+        return set(clusters)
 
     @staticmethod
     def _cluster_row(cs: ClusterState, result: ClusterResult | None) -> ClusterRow:
@@ -456,6 +511,20 @@ class Worker:
     def close(self) -> None:
         self.consumer.close()
         self.producer.flush(10)
+
+
+def _summary_row(result: ClusterResult) -> ClusterRow:
+    """The row of a snapshot whose cluster the batch did not touch: its summary, with the
+    live columns as the engine has them now (span and centroid: kept from the last row)."""
+    return cluster_row(
+        result.cluster_id,
+        result.scope,
+        result.cluster_type,
+        result.status,
+        result.cluster_size,
+        result.weight,
+        result=result,
+    )
 
 
 def _input_json(m: Message) -> bytes | None:
