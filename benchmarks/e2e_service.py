@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from benchmarks import kafka_floor
 from benchmarks.cpu import (
@@ -335,9 +336,22 @@ def published(c: Consumer, topic: str, partitions: int) -> int:
     return total
 
 
+def groups_settled(admin: AdminClient, groups: list[str], members: int) -> bool:
+    """Every group is stable with `members` members, each holding partitions."""
+    for fut in admin.describe_consumer_groups(groups).values():
+        g = fut.result(10)
+        if str(g.state).rsplit(".", 1)[-1] != "STABLE" or len(g.members) != members:
+            return False
+        if any(not m.assignment.topic_partitions for m in g.members):
+            return False
+    return True
+
+
 def scale_run(count: int, dim: int, partitions: int, workers: int) -> dict[str, object]:
     """A two-scope backlog, then `workers` worker processes in one group; the rate counts
-    from the first assignment published to the last (start-up and group join excluded)."""
+    from the moment both of the service's groups (router and worker) are stable with every
+    process holding partitions, to the last assignment (start-up, group join and the
+    rebalances while the processes join are excluded)."""
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     models = two_models("scale", partitions)
@@ -345,6 +359,7 @@ def scale_run(count: int, dim: int, partitions: int, workers: int) -> dict[str, 
         produce_backlog(s, count // 2, dim, model, seed=i + 1)
     total = count // 2 * 2
     c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"w-{uuid.uuid4()}"})
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
     procs = [worker_process(s) for _ in range(workers)]
     cpu0: dict[int, float] = {}
     svc0: dict[str, float] = {}
@@ -354,7 +369,7 @@ def scale_run(count: int, dim: int, partitions: int, workers: int) -> dict[str, 
     try:
         while True:
             n = published(c, s.assignments_topic, partitions)
-            if n and not t0:
+            if not t0 and groups_settled(admin, [s.group_id, s.router_group], workers):
                 t0, n0 = time.perf_counter(), n
                 cpu0 = {x.pid: pid_cpu_seconds(x.pid) for x in procs}
                 svc0 = service_cpu_seconds()
