@@ -226,6 +226,7 @@ def latency(
     base = assigned()
     wall0, tcpu0 = clock_totals(svc)
     recon0 = reconsolidations()
+    batches0 = batches()
     busy = False
     while assigned() - base < count:
         busy = svc.round(busy) > 0  # what `Service.run` repeats
@@ -250,11 +251,22 @@ def latency(
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
+        "events_per_batch": round(count / max(batches() - batches0, 1), 1),
         "batches_with_reconsolidation": int(recon[0] - recon0[0]),
         "reconsolidation_wait_max_s": recon[1],
         "wall_us_per_event_by_step": step_us(wall0, wall1, count),
         "thread_cpu_us_per_event_by_step": step_us(tcpu0, tcpu1, count),
     }
+
+
+def batches() -> float:
+    """Clustering batches committed so far."""
+    for fam in metrics.REGISTRY.collect():
+        if fam.name == "clusterer_batch_seconds":
+            for x in fam.samples:
+                if x.name.endswith("_count") and x.labels.get("step") == "total":
+                    return x.value
+    return 0.0
 
 
 def reconsolidations() -> tuple[float, float]:
