@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -225,6 +226,7 @@ def latency(
     )  # fmt: skip
     base = assigned()
     wall0, tcpu0 = clock_totals(svc)
+    cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
     recon0 = reconsolidations()
     batches0 = batches()
     busy = False
@@ -232,7 +234,10 @@ def latency(
         busy = svc.round(busy) > 0  # what `Service.run` repeats
         if producer.poll() not in (None, 0):
             raise RuntimeError("producer failed")
+    cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
+    children0 = children_cpu_seconds()
     producer.wait(60)
+    producer_cpu = children_cpu_seconds() - children0  # the producer: the only child waited
     if router is not None:
         router.terminate()
         router.wait(60)
@@ -252,11 +257,20 @@ def latency(
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
         "events_per_batch": round(count / max(batches() - batches0, 1), 1),
+        "worker_process_cpu_us_per_event": round((cpu1 - cpu0) / count * 1e6, 1),
+        "services_cpu_us_per_event": per_event_us(svc0, svc1, count),
+        "producer_process_cpu_us_per_event": round(producer_cpu / count * 1e6, 1),
         "batches_with_reconsolidation": int(recon[0] - recon0[0]),
         "reconsolidation_wait_max_s": recon[1],
         "wall_us_per_event_by_step": step_us(wall0, wall1, count),
         "thread_cpu_us_per_event_by_step": step_us(tcpu0, tcpu1, count),
     }
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of the child processes waited for so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def batches() -> float:
