@@ -375,9 +375,10 @@ def groups_settled(admin: AdminClient, groups: list[str], members: int) -> bool:
 
 def scale_run(count: int, dim: int, partitions: int, workers: int) -> dict[str, object]:
     """A two-scope backlog, then `workers` worker processes in one group; the rate counts
-    from the moment both of the service's groups (router and worker) are stable with every
-    process holding partitions, to the last assignment (start-up, group join and the
-    rebalances while the processes join are excluded)."""
+    from the first moment that assignments are being published and both of the service's
+    groups (router and worker) are stable with every process holding partitions, to the
+    last assignment (start-up, take-over, group join and the rebalances while the
+    processes join are excluded)."""
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     models = two_models("scale", partitions)
@@ -395,7 +396,7 @@ def scale_run(count: int, dim: int, partitions: int, workers: int) -> dict[str, 
     try:
         while True:
             n = published(c, s.assignments_topic, partitions)
-            if not t0 and groups_settled(admin, [s.group_id, s.router_group], workers):
+            if not t0 and n and groups_settled(admin, [s.group_id, s.router_group], workers):
                 t0, n0 = time.perf_counter(), n
                 cpu0 = {x.pid: pid_cpu_seconds(x.pid) for x in procs}
                 svc0 = service_cpu_seconds()
