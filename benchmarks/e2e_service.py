@@ -1,16 +1,26 @@
-"""End-to-end throughput and latency of the service on the real broker, database and cache.
+"""End-to-end throughput, latency and scale-out of the service on the real broker, database
+and cache (docs/benchmarks.md, "The service end to end").
 
     dev/services.sh up
-    .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 60000
-    .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --rate 5000 --seconds 40
+    .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 30000
+    .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --count 20000 --seconds 40
+    .venv/bin/python -m benchmarks.e2e_service scaleout --dim 384 --count 40000
 
-throughput: a backlog of per-vector events is produced first; then one worker process (router
-and clustering worker in one loop, as `clusterer worker` runs) starts and the clock runs until
-every event is assigned, committed to PostgreSQL and published.
-latency: a producer process publishes at a fixed rate while the worker runs; latency is the
-assignment message's CreateTime minus the input message's CreateTime (same host clock).
-Both print one JSON line, with the worker's time per step (decode+route, engine, postgres,
-produce) from its own histograms.
+throughput: a backlog of per-vector events is produced first; then one worker (router and
+clustering worker in one loop, as `clusterer worker` runs, here in this process) starts and
+the clock runs until every event is assigned, committed to PostgreSQL and published. The
+Kafka floor (`benchmarks/kafka_floor.py`: the same hops, no work) runs before and after it
+on the same broker, dimension and count; the ratio is to the floors' mean (`--no-floor`
+skips them). Reported: CPU per event of every process (the worker with its threads by name,
+the broker, PostgreSQL, Redis) and µs per event of every step, thread CPU and wall, from the
+worker's step clock (`stream/steps.py`).
+latency: the maximum is measured first with a backlog (unless `--rate` is given), then a
+producer process publishes at half of it while the worker runs; latency is the assignment
+message's CreateTime minus the input message's CreateTime (same host clock). The engine runs
+with a small `reconsolidate_items` so that reconsolidations happen during the test.
+scaleout: a backlog over two scopes on different halves of the by-scope partitions, then one
+`clusterer worker` process, then two (fresh topics, same data).
+Each prints one JSON line per measurement.
 """
 
 from __future__ import annotations
