@@ -47,4 +47,20 @@ def pid_cpu_seconds(pid: int) -> float:
 def per_event_us(
     before: dict[str, float], after: dict[str, float], events: int
 ) -> dict[str, float]:
-    return {k: round((after[k] - before[k]) / events * 1e6, 1) for k in after}
+    return {k: round((after[k] - before.get(k, 0.0)) / events * 1e6, 1) for k in after}
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """User + system CPU of this process's live threads, grouped by thread name (digits
+    dropped: librdkafka's "rdk:broker3" counts as "rdk:broker"); the main thread is the
+    process's own name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip().rstrip("0123456789")
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out

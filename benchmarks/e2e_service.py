@@ -1,16 +1,26 @@
-"""End-to-end throughput and latency of the service on the real broker, database and cache.
+"""End-to-end throughput, latency and scale-out of the service on the real broker, database
+and cache (docs/benchmarks.md, "The service end to end").
 
     dev/services.sh up
-    .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 60000
-    .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --rate 5000 --seconds 40
+    .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 30000
+    .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --count 20000 --seconds 40
+    .venv/bin/python -m benchmarks.e2e_service scaleout --dim 384 --count 40000
 
-throughput: a backlog of per-vector events is produced first; then one worker process (router
-and clustering worker in one loop, as `clusterer worker` runs) starts and the clock runs until
-every event is assigned, committed to PostgreSQL and published.
-latency: a producer process publishes at a fixed rate while the worker runs; latency is the
-assignment message's CreateTime minus the input message's CreateTime (same host clock).
-Both print one JSON line, with the worker's time per step (decode+route, engine, postgres,
-produce) from its own histograms.
+throughput: a backlog of per-vector events is produced first; then one worker (router and
+clustering worker in one loop, as `clusterer worker` runs, here in this process) starts and
+the clock runs until every event is assigned, committed to PostgreSQL and published. The
+Kafka floor (`benchmarks/kafka_floor.py`: the same hops, no work) runs before and after it
+on the same broker, dimension and count; the ratio is to the floors' mean (`--no-floor`
+skips them). Reported: CPU per event of every process (the worker with its threads by name,
+the broker, PostgreSQL, Redis) and µs per event of every step, thread CPU and wall, from the
+worker's step clock (`stream/steps.py`).
+latency: the maximum is measured first with a backlog (unless `--rate` is given), then a
+producer process publishes at half of it while the worker runs; latency is the assignment
+message's CreateTime minus the input message's CreateTime (same host clock). The engine runs
+with a small `reconsolidate_items` so that reconsolidations happen during the test.
+scaleout: a backlog over two scopes on different halves of the by-scope partitions, then one
+`clusterer worker` process, then two (fresh topics, same data).
+Each prints one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -27,9 +38,17 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from benchmarks.cpu import own_cpu_seconds, per_event_us, pid_cpu_seconds, service_cpu_seconds
-from processors import EngineConfig
+from benchmarks import kafka_floor
+from benchmarks.cpu import (
+    own_cpu_seconds,
+    per_event_us,
+    pid_cpu_seconds,
+    service_cpu_seconds,
+    thread_cpu_seconds,
+)
+from processors import Engine, EngineConfig
 from stream import metrics
 from stream.service import Service
 from stream.settings import Settings
@@ -49,13 +68,15 @@ def settings(partitions: int) -> Settings:
     )
 
 
-def produce_backlog(s: Settings, count: int, dim: int) -> float:
+def produce_backlog(
+    s: Settings, count: int, dim: int, model: str | None = None, seed: int = 0
+) -> float:
     t0 = time.perf_counter()
     out = subprocess.run(
         [
             sys.executable, "-m", "stream.cli", "produce", "--count", str(count),
             "--dim", str(dim), "--vector-events", "--bootstrap", s.kafka_bootstrap,
-            "--model", f"{s.prefix}-model",
+            "--model", model or f"{s.prefix}-model", "--seed", str(seed),
         ],
         cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
         check=True, capture_output=True,
@@ -64,14 +85,20 @@ def produce_backlog(s: Settings, count: int, dim: int) -> float:
     return time.perf_counter() - t0
 
 
-def step_seconds() -> dict[str, float]:
-    out: dict[str, float] = {}
-    for fam in metrics.REGISTRY.collect():
-        if fam.name == "clusterer_batch_seconds":
-            for smp in fam.samples:
-                if smp.name.endswith("_sum"):
-                    out[smp.labels["step"]] = round(smp.value, 3)
-    return out
+def clock_totals(svc: Service) -> tuple[dict[str, float], dict[str, float]]:
+    """(wall, thread CPU) seconds per step so far, of the worker and the in-loop router."""
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for part in (svc.worker, svc.router):
+        if part is not None:
+            wall.update(part.clock.wall)
+            cpu.update(part.clock.cpu)
+    return wall, cpu
+
+
+def step_us(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """µs per event of each step between two snapshots of running totals."""
+    return {k: round((v - before.get(k, 0.0)) / count * 1e6, 1) for k, v in after.items()}
 
 
 def assigned() -> float:
@@ -109,33 +136,43 @@ def router_process(s: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
 
-def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, object]:
+def throughput(
+    count: int, dim: int, partitions: int, split: bool, cfg: EngineConfig | None = None
+) -> dict[str, object]:
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     produce_s = produce_backlog(s, count, dim)
-    svc = Service(s, EngineConfig(), role="cluster" if split else "all", serve_http=False)
+    svc = Service(s, cfg or EngineConfig(), role="cluster" if split else "all", serve_http=False)
     svc.start()
     assert svc.worker is not None
     warm_up(svc)
     router = router_process(s) if split else None
     base = assigned()
-    cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
+    wall0, tcpu0 = clock_totals(svc)
+    cpu0, svc0, threads0 = own_cpu_seconds(), service_cpu_seconds(), thread_cpu_seconds()
     router0 = pid_cpu_seconds(router.pid) if router is not None else 0.0
+    router_wall = 0.0
     t0 = time.perf_counter()
+    busy = False
     while assigned() - base < count:
-        if svc.router is not None:
-            svc.router.poll()
-        svc.worker.poll()
+        r0 = time.perf_counter()
+        busy = svc.round(busy) > 0  # what `Service.run` repeats
+        router_wall += time.perf_counter() - r0
     dt = time.perf_counter() - t0
-    cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
+    cpu1, svc1, threads1 = own_cpu_seconds(), service_cpu_seconds(), thread_cpu_seconds()
     router_cpu = pid_cpu_seconds(router.pid) - router0 if router is not None else 0.0
     if router is not None:
         router.terminate()
         router.wait(60)
+    wall1, tcpu1 = clock_totals(svc)
+    steps = step_us(wall0, wall1, count)
+    steps_cpu = step_us(tcpu0, tcpu1, count)
     svc.worker.poll()  # lets the idle path settle the published offsets
-    steps = step_seconds()
     svc.close()
     delete_topics(s, include_inputs=True)
+    worker_cpu = round((cpu1 - cpu0) / count * 1e6, 1)
+    services = per_event_us(svc0, svc1, count)
+    steps["loop"] = round(router_wall / count * 1e6, 1)  # wall inside Service.round
     return {
         "mode": "throughput" + (" (router in its own process)" if split else ""),
         "dim": dim,
@@ -143,21 +180,47 @@ def throughput(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
         "events_per_s": round(count / dt),
         "seconds": round(dt, 2),
         "backlog_produce_seconds": round(produce_s, 2),
-        "worker_seconds_by_step": steps,
-        "router_seconds_in_loop": round(dt - steps.get("total", 0.0), 2),
-        "worker_process_cpu_us_per_event": round((cpu1 - cpu0) / count * 1e6, 1),
-        "services_cpu_us_per_event": per_event_us(svc0, svc1, count),
+        "wall_us_per_event_by_step": steps,
+        "thread_cpu_us_per_event_by_step": steps_cpu,
+        "worker_process_cpu_us_per_event": worker_cpu,
+        "worker_threads_cpu_us_per_event": {
+            k: v for k, v in per_event_us(threads0, threads1, count).items() if v >= 0.5
+        },
+        "services_cpu_us_per_event": services,
         "router_process_cpu_us_per_event": round(router_cpu / count * 1e6, 1),
+        "cpu_us_per_event_all_processes": round(
+            worker_cpu + sum(services.values()) + router_cpu / count * 1e6, 1
+        ),
+    }
+
+
+def with_floor(count: int, dim: int, partitions: int, split: bool) -> dict[str, object]:
+    """Floor, service, floor in one run on the same broker, dimension and count: the ratio
+    to the mean of the two floors survives the machine's noise."""
+    bootstrap = Settings.from_env().kafka_bootstrap
+    floor_a = kafka_floor.run(bootstrap, count, dim, partitions, 2000)
+    svc = throughput(count, dim, partitions, split)
+    floor_b = kafka_floor.run(bootstrap, count, dim, partitions, 2000)
+    floor_rate = (int(floor_a["events_per_s"]) + int(floor_b["events_per_s"])) / 2
+    floor_cpu = [
+        float(f["python_cpu_us_per_event"]) + sum(f["services_cpu_us_per_event"].values())
+        for f in (floor_a, floor_b)
+    ]
+    return {
+        **svc,
+        "floor_events_per_s": [floor_a["events_per_s"], floor_b["events_per_s"]],
+        "ratio_to_floor": round(int(str(svc["events_per_s"])) / floor_rate, 3),
+        "floor_cpu_us_per_event_all_processes": [round(c, 1) for c in floor_cpu],
     }
 
 
 def latency(
-    rate: float, seconds: float, dim: int, partitions: int, split: bool
+    rate: float, seconds: float, dim: int, partitions: int, split: bool, cfg: EngineConfig
 ) -> dict[str, object]:
     s = settings(partitions)
     ensure_topics(s, include_inputs=True)
     count = int(rate * seconds)
-    svc = Service(s, EngineConfig(), role="cluster" if split else "all", serve_http=False)
+    svc = Service(s, cfg, role="cluster" if split else "all", serve_http=False)
     svc.start()
     assert svc.worker is not None
     warm_up(svc)
@@ -169,23 +232,27 @@ def latency(
             "--bootstrap", s.kafka_bootstrap, "--model", f"{s.prefix}-model",
         ],
         cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},
+        stdout=subprocess.DEVNULL,
     )  # fmt: skip
     base = assigned()
-    recon_batches = 0
+    wall0, tcpu0 = clock_totals(svc)
+    cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
+    recon0 = reconsolidations()
+    batches0 = batches()
+    busy = False
     while assigned() - base < count:
-        if svc.router is not None:
-            svc.router.poll()
-        svc.worker.poll()
+        busy = svc.round(busy) > 0  # what `Service.run` repeats
         if producer.poll() not in (None, 0):
             raise RuntimeError("producer failed")
+    cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
+    children0 = children_cpu_seconds()
     producer.wait(60)
+    producer_cpu = children_cpu_seconds() - children0  # the producer: the only child waited
     if router is not None:
         router.terminate()
         router.wait(60)
-    for fam in metrics.REGISTRY.collect():
-        if fam.name == "clusterer_reconsolidation_seconds":
-            recon_batches = int(next(x.value for x in fam.samples if x.name.endswith("_count")))
-    steps = step_seconds()
+    recon = reconsolidations()
+    wall1, tcpu1 = clock_totals(svc)
     svc.close()
     sent = read_times(s, s.input_topics[0], lambda v: json.loads(v)["item_id"])
     done = read_times(s, s.assignments_topic, None)
@@ -199,8 +266,179 @@ def latency(
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
-        "batches_with_reconsolidation": recon_batches,
-        "worker_seconds_by_step": steps,
+        "events_per_batch": round(count / max(batches() - batches0, 1), 1),
+        "worker_process_cpu_us_per_event": round((cpu1 - cpu0) / count * 1e6, 1),
+        "services_cpu_us_per_event": per_event_us(svc0, svc1, count),
+        "producer_process_cpu_us_per_event": round(producer_cpu / count * 1e6, 1),
+        "batches_with_reconsolidation": int(recon[0] - recon0[0]),
+        "reconsolidation_wait_max_s": recon[1],
+        "wall_us_per_event_by_step": step_us(wall0, wall1, count),
+        "thread_cpu_us_per_event_by_step": step_us(tcpu0, tcpu1, count),
+    }
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of the child processes waited for so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def batches() -> float:
+    """Clustering batches committed so far."""
+    for fam in metrics.REGISTRY.collect():
+        if fam.name == "clusterer_batch_seconds":
+            for x in fam.samples:
+                if x.name.endswith("_count") and x.labels.get("step") == "total":
+                    return x.value
+    return 0.0
+
+
+def reconsolidations() -> tuple[float, float]:
+    """(batches that applied a reconsolidation, the longest such batch's upper bucket)."""
+    count, top = 0.0, 0.0
+    for fam in metrics.REGISTRY.collect():
+        if fam.name == "clusterer_reconsolidation_seconds":
+            last = 0.0
+            for x in fam.samples:
+                if x.name.endswith("_count"):
+                    count = x.value
+                elif x.name.endswith("_bucket"):
+                    le = float(x.labels["le"])
+                    if x.value > last and top < le:
+                        top = le
+                    last = x.value
+    return count, top
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for a key, as the
+    service's producers are configured (`murmur2_random`)."""
+    m, h = 0x5BD1E995, (0x9747B28C ^ len(key)) & 0xFFFFFFFF
+    whole = len(key) & ~3
+    for i in range(0, whole, 4):
+        k = int.from_bytes(key[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+    rest = key[whole:]
+    if len(rest) >= 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if rest:
+        h = ((h ^ rest[0]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def two_models(prefix: str, partitions: int) -> tuple[str, str]:
+    """Two embedding models whose scopes land on by-scope partitions in different halves,
+    which the range assignor gives to different members of a two-worker group."""
+    scoper = Engine(EngineConfig())
+    half = partitions // 2
+    found: dict[bool, str] = {}
+    for i in range(1000):
+        model = f"{prefix}-m{i}"
+        name = scoper.scope_key("document", model, {}).name.encode()
+        found.setdefault(murmur2_partition(name, partitions) < half, model)
+        if len(found) == 2:
+            return found[True], found[False]
+    raise RuntimeError("no two models on different halves")
+
+
+def worker_process(s: Settings) -> subprocess.Popen[bytes]:
+    """`clusterer worker` (router and clustering worker in one loop) for these topics."""
+    env = {
+        **os.environ,
+        "CLUSTERER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "CLUSTERER_INPUT_TOPICS": s.input_topics[0],
+        "CLUSTERER_PREFIX": s.prefix,
+        "CLUSTERER_GROUP_ID": s.group_id,
+        "CLUSTERER_PARTITIONS": str(s.partitions),
+        "CLUSTERER_HTTP_PORT": "0",
+    }
+    cmd = [sys.executable, "-m", "stream.cli", "worker"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+
+
+def published(c: Consumer, topic: str, partitions: int) -> int:
+    """Messages on a topic (idempotent, non-transactional producer: offsets = messages)."""
+    total = 0
+    for p in range(partitions):
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        total += hi - lo
+    return total
+
+
+def groups_settled(admin: AdminClient, groups: list[str], members: int) -> bool:
+    """Every group is stable with `members` members, each holding partitions."""
+    for fut in admin.describe_consumer_groups(groups).values():
+        g = fut.result(10)
+        if str(g.state).rsplit(".", 1)[-1] != "STABLE" or len(g.members) != members:
+            return False
+        if any(not m.assignment.topic_partitions for m in g.members):
+            return False
+    return True
+
+
+def scale_run(count: int, dim: int, partitions: int, workers: int) -> dict[str, object]:
+    """A two-scope backlog, then `workers` worker processes in one group; the rate counts
+    from the first moment that assignments are being published and both of the service's
+    groups (router and worker) are stable with every process holding partitions, to the
+    last assignment (start-up, take-over, group join and the rebalances while the
+    processes join are excluded)."""
+    s = settings(partitions)
+    ensure_topics(s, include_inputs=True)
+    models = two_models("scale", partitions)
+    for i, model in enumerate(models):
+        produce_backlog(s, count // 2, dim, model, seed=i + 1)
+    total = count // 2 * 2
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"w-{uuid.uuid4()}"})
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    procs = [worker_process(s) for _ in range(workers)]
+    cpu0: dict[int, float] = {}
+    svc0: dict[str, float] = {}
+    n0 = 0
+    t0 = 0.0
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            n = published(c, s.assignments_topic, partitions)
+            if not t0 and n and groups_settled(admin, [s.group_id, s.router_group], workers):
+                t0, n0 = time.perf_counter(), n
+                cpu0 = {x.pid: pid_cpu_seconds(x.pid) for x in procs}
+                svc0 = service_cpu_seconds()
+            if n >= total:
+                break
+            if any(x.poll() is not None for x in procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"workers stopped or too slow: {n} of {total}")
+            time.sleep(0.05)
+        dt = time.perf_counter() - t0
+        cpu = sum(pid_cpu_seconds(x.pid) - cpu0[x.pid] for x in procs)
+        svc1 = service_cpu_seconds()
+        by_scope = [
+            p for p in range(partitions)
+            if c.get_watermark_offsets(TopicPartition(s.by_scope_topic, p), timeout=10)[1] > 0
+        ]  # fmt: skip
+    finally:
+        for x in procs:
+            x.terminate()
+        for x in procs:
+            x.wait(60)
+        c.close()
+    delete_topics(s, include_inputs=True)
+    measured = total - n0
+    return {
+        "mode": f"scale-out: {workers} worker process(es), two scopes",
+        "dim": dim,
+        "events": total,
+        "events_measured": measured,
+        "events_per_s": round(measured / dt),
+        "by_scope_partitions_used": by_scope,
+        "worker_processes_cpu_us_per_event": round(cpu / measured * 1e6, 1),
+        "services_cpu_us_per_event": per_event_us(svc0, svc1, measured),
     }
 
 
@@ -236,18 +474,40 @@ def read_times(s: Settings, topic: str, key_of: object) -> dict[str, int]:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("throughput", "latency"))
+    ap.add_argument("mode", choices=("throughput", "latency", "scaleout"))
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--count", type=int, default=60_000)
-    ap.add_argument("--rate", type=float, default=5000)
+    ap.add_argument("--count", type=int, default=30_000)
+    ap.add_argument(
+        "--rate", type=float, default=0,
+        help="offered events/s; 0: half the backlog rate measured first in this run",
+    )  # fmt: skip
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--split", action="store_true", help="router in its own process")
+    ap.add_argument("--no-floor", action="store_true", help="throughput without the floor")
+    ap.add_argument(
+        "--reconsolidate-items", type=int, default=5_000,
+        help="latency: the engine's reconsolidate_items, so that runs happen during the test",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.mode == "scaleout":  # one process, then two, on the same backlog
+        for workers in (1, 2):
+            print(json.dumps(scale_run(args.count, args.dim, args.partitions, workers)))
+        return
     if args.mode == "throughput":
-        print(json.dumps(throughput(args.count, args.dim, args.partitions, args.split)))
-    else:
-        print(json.dumps(latency(args.rate, args.seconds, args.dim, args.partitions, args.split)))
+        if args.no_floor:
+            out = throughput(args.count, args.dim, args.partitions, args.split)
+        else:
+            out = with_floor(args.count, args.dim, args.partitions, args.split)
+        print(json.dumps(out))
+        return
+    cfg = EngineConfig(reconsolidate_items=args.reconsolidate_items)
+    rate = args.rate
+    if rate <= 0:
+        best = throughput(args.count, args.dim, args.partitions, args.split, cfg)
+        print(json.dumps(best))
+        rate = round(int(str(best["events_per_s"])) / 2)
+    print(json.dumps(latency(rate, args.seconds, args.dim, args.partitions, args.split, cfg)))
 
 
 if __name__ == "__main__":

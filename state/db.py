@@ -290,32 +290,23 @@ class Store:
             if ok is None:
                 raise Fenced(o.topic, o.partition, o.expected)
 
-    async def _upsert_clusters(self, conn: Any, rows: list[ClusterRow]) -> None:
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS tmp_clusters (LIKE clusters INCLUDING DEFAULTS)"
-            " ON COMMIT DELETE ROWS"
-        )
-        cols = [
-            "id",
-            "cluster_type",
-            "status",
-            "size",
-            "weight",
-            "label",
-            "medoid_item_id",
-            "summary",
-            "first_event_time",
-            "last_event_time",
-            "embedding_type",
-            "centroid",
-        ]
-        await conn.copy_records_to_table("tmp_clusters", records=rows, columns=cols)
+    @staticmethod
+    async def _upsert_clusters(conn: Any, rows: list[ClusterRow]) -> None:
+        """One statement over column arrays (unnest): one round trip, where COPY into a
+        staging table and the INSERT from it took three; in the small batches of a lightly
+        loaded stream the round trips, not the rows, were the commit's cost."""
+        cols = list(zip(*rows, strict=True))
         await conn.execute(
             "INSERT INTO clusters AS c (id, cluster_type, status, size, weight, label,"
             " medoid_item_id, summary, first_event_time, last_event_time, embedding_type,"
             " centroid)"
-            " SELECT id, cluster_type, status, size, weight, label, medoid_item_id, summary,"
-            " first_event_time, last_event_time, embedding_type, centroid FROM tmp_clusters"
+            " SELECT id, cluster_type, status, size, weight, label, medoid_item_id,"
+            " summary::jsonb, first_event_time, last_event_time, embedding_type, centroid"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[],"
+            " $6::text[], $7::text[], $8::text[], $9::float8[], $10::float8[], $11::text[],"
+            " $12::bytea[]) AS r(id, cluster_type, status, size, weight, label,"
+            " medoid_item_id, summary, first_event_time, last_event_time, embedding_type,"
+            " centroid)"
             " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, size = EXCLUDED.size,"
             " weight = EXCLUDED.weight, label = COALESCE(EXCLUDED.label, c.label),"
             " medoid_item_id = COALESCE(EXCLUDED.medoid_item_id, c.medoid_item_id),"
@@ -323,24 +314,22 @@ class Store:
             " first_event_time = COALESCE(EXCLUDED.first_event_time, c.first_event_time),"
             " last_event_time = COALESCE(EXCLUDED.last_event_time, c.last_event_time),"
             " embedding_type = COALESCE(EXCLUDED.embedding_type, c.embedding_type),"
-            " centroid = COALESCE(EXCLUDED.centroid, c.centroid), updated_at = now()"
+            " centroid = COALESCE(EXCLUDED.centroid, c.centroid), updated_at = now()",
+            *(list(c) for c in cols),
         )
 
-    async def _upsert_items(self, conn: Any, rows: list[ItemRow]) -> None:
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS tmp_items (cluster_id text, cluster_type text,"
-            " item_type text, item_id text, document_id text, similarity double precision,"
-            " event_time double precision) ON COMMIT DELETE ROWS"
-        )
-        await conn.copy_records_to_table("tmp_items", records=rows)
+    @staticmethod
+    async def _upsert_items(conn: Any, rows: list[ItemRow]) -> None:
+        cols = list(zip(*rows, strict=True))
         await conn.execute(
             "INSERT INTO cluster_items AS c (cluster_id, cluster_type, item_type, item_id,"
-            " document_id, similarity, event_time) SELECT cluster_id, cluster_type, item_type,"
-            " item_id, document_id, similarity, event_time FROM tmp_items"
+            " document_id, similarity, event_time) SELECT * FROM unnest($1::text[],"
+            " $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[])"
             " ON CONFLICT (cluster_type, item_type, item_id) DO UPDATE SET"
             " cluster_id = EXCLUDED.cluster_id, document_id = EXCLUDED.document_id,"
             " similarity = COALESCE(EXCLUDED.similarity, c.similarity),"
-            " event_time = EXCLUDED.event_time"
+            " event_time = EXCLUDED.event_time",
+            *(list(c) for c in cols),
         )
 
     async def _insert_run(self, conn: Any, run: ReconsolidationRecord) -> None:

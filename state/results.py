@@ -70,8 +70,9 @@ def cluster_row(
     )
 
 
-def event_row(event: ChangeEvent) -> EventRow:
-    """The durable `cluster_events` row of a change event (the outbox is pruned once sent)."""
+def event_row(event: ChangeEvent, payload: str | None = None) -> EventRow:
+    """The durable `cluster_events` row of a change event (the outbox is pruned once sent);
+    `payload`: the event's JSON when the caller has it already."""
     return (
         event.event_id,
         event.cluster_id,
@@ -80,7 +81,7 @@ def event_row(event: ChangeEvent) -> EventRow:
         list(event.related_ids),
         event.event_time,
         event.sequence,
-        event.model_dump_json(),
+        payload if payload is not None else event.model_dump_json(),
     )
 
 

@@ -15,7 +15,11 @@ written, published, replayed or skipped is made here. Per micro-batch:
    outbox rows the previous batch published (step 6).
 5. Publish (`publish`) the assignments, the outbox rows and the cluster snapshots with the
    idempotent producer, and wait for delivery. A failure raises: the process restarts and
-   the take-over republishes (below), nothing is committed twice.
+   the take-over republishes (below), nothing is committed twice. Snapshots are owed per
+   partition (`PartitionRun.dirty`) and rendered at most once per snapshot interval, with
+   every checkpoint, and when the input pauses (their summaries commit with them, fenced);
+   a replay marks what it touches as owed, so a restart from a checkpoint (which waited for
+   the snapshots owed before it) owes again every snapshot the stop lost.
 6. Mark the outbox rows sent: their ids ride with the next commit (or the idle settle).
 7. Commit the consumer positions to Kafka (`after_publish`): only for lag tools; the truth
    is the offset in PostgreSQL.
@@ -110,6 +114,11 @@ class PartitionRun:
     held_checkpoint: tuple[int, bytes] | None = None
     """(offset, engine snapshot) taken after a batch, written by the first commit after
     that batch is published (see `due_checkpoints`)."""
+    dirty: set[str] = field(default_factory=set)
+    """clusters whose Stage 5 snapshot is owed: touched since their last one (published
+    at most every `CLUSTERER_SNAPSHOT_INTERVAL_MS`, and always with a checkpoint)"""
+    snapshot_at: float = 0.0
+    """monotonic time of the last snapshot flush"""
 
 
 @dataclass
@@ -273,14 +282,22 @@ class BatchProtocol:
     # ------------------------------------------------------------------ 5. publish
     def publish(self, pending: Pending) -> None:
         """Publish and wait for delivery; a failure raises (the restart republishes)."""
+        counts: dict[str, int] = {}
+        produce = self.producer.produce
         for topic, key, value, headers in pending.out:
-            while True:
-                try:
-                    self.producer.produce(topic, value, key=key, headers=headers)
-                    break
-                except BufferError:
+            try:
+                produce(topic, value, key=key, headers=headers)
+            except BufferError:  # the local queue is full: let it drain
+                while True:
                     self.producer.poll(0.1)
-            metrics.produced.labels(topic).inc()
+                    try:
+                        produce(topic, value, key=key, headers=headers)
+                        break
+                    except BufferError:
+                        continue
+            counts[topic] = counts.get(topic, 0) + 1
+        for topic, k in counts.items():
+            metrics.produced.labels(topic).inc(k)
         left = self.producer.flush(60)
         if left:
             raise RuntimeError(f"{left} messages not delivered; restarting from Postgres")

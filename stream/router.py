@@ -21,6 +21,7 @@ from stream import metrics, records
 from stream.crash_loop import CrashLoopGuard
 from stream.dead_letters import dead_letter, origin_headers
 from stream.settings import Settings
+from stream.steps import StepClock
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,18 @@ class Router:
                     "transactional.id": f"{s.router_group}-{uuid.uuid4()}",
                     # dead letters carry the original bytes, up to the broker's message limit
                     "message.max.bytes": 1_048_000,
+                    # routed records are mostly raw float32 vectors, which lz4 does not
+                    # shrink: compressing them cost the router, the broker (it validates
+                    # compressed batches record by record) and the worker CPU for nothing
+                    "compression.type": "none",
                 }
             )
         )
         self.producer.init_transactions(30)
         self.consumer.subscribe(list(s.input_topics), on_revoke=self._on_revoke)
         self._partitions: int | None = None
+        self._routed = 0  # records routed in this batch (one metrics update per batch)
+        self.clock = StepClock()  # time per step (benchmarks/e2e_service.py reads it)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.guard is not None:
@@ -63,10 +70,15 @@ class Router:
             self._partitions = len(md.topics[self.s.by_scope_topic].partitions)
         return self._partitions
 
-    def poll(self) -> int:
-        """One transaction over one micro-batch; returns the number of input messages."""
-        msgs = self.consumer.consume(self.s.batch_max, self.s.batch_timeout_ms / 1000)
+    def poll(self, timeout: float | None = None) -> int:
+        """One transaction over one micro-batch (what arrives within `timeout` seconds,
+        default the batch timeout); returns the number of input messages."""
+        clock = self.clock
+        clock.begin()
+        wait = self.s.batch_timeout_ms / 1000 if timeout is None else timeout
+        msgs = self.consumer.consume(self.s.batch_max, wait)
         msgs = [m for m in msgs if not self._is_error(m)]
+        clock.lap("router_consume")
         if not msgs:
             return 0
         poison: list[Message] = []
@@ -75,22 +87,28 @@ class Router:
             for tp in admitted.rewind:
                 self.consumer.seek(tp)
             msgs, poison = admitted.keep, admitted.poison
+        self._routed = 0
         self.producer.begin_transaction()
         try:
             for m in poison:
                 self._dead(m, InputError("poison", "processing failed repeatedly at this offset"))
             for m in msgs:
                 self._route(m)
+            clock.lap("router_route")
             self.producer.send_offsets_to_transaction(
                 self._next_offsets(msgs + poison), self.consumer.consumer_group_metadata(), 30
             )
             self.producer.commit_transaction(30)
+            clock.lap("router_txn")
+            for step in ("router_route", "router_txn"):
+                metrics.batch_seconds.labels(step).observe(clock.batch[step])
         except KafkaException as exc:
             log.warning("router transaction failed, retrying the batch: %s", exc)
             self.producer.abort_transaction(30)
             self._rewind(msgs + poison)
             return 0
         metrics.consumed.labels("router").inc(len(msgs) + len(poison))
+        metrics.produced.labels(self.s.by_scope_topic).inc(self._routed)
         return len(msgs) + len(poison)
 
     def _is_error(self, m: Message) -> bool:
@@ -138,7 +156,7 @@ class Router:
         except KafkaException as exc:  # e.g. a routed record over the broker's size limit
             self._dead(m, InputError("unroutable", str(exc)[:500], type(exc).__name__))
             return
-        metrics.produced.labels(self.s.by_scope_topic).inc(len(out))
+        self._routed += len(out)
 
     def _produce(self, topic: str, value: bytes, **kw: Any) -> None:
         while True:

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any, Literal
 
+from threadpoolctl import threadpool_limits
+
 from processors import EngineConfig, warm_up
 from state.cache import Cache
 from state.db import DB_ERRORS, Store, migrate
@@ -25,6 +27,16 @@ from stream.worker import Worker
 
 log = logging.getLogger(__name__)
 Role = Literal["all", "router", "cluster"]
+
+
+def limit_threads(threads: int) -> None:
+    """Cap the native thread pools the engine's numpy and FAISS load (OpenBLAS, OpenMP) at
+    `CLUSTERER_BLAS_THREADS`. The engine's matrix products are small; OpenBLAS's idle
+    threads spin after each one and, on a machine shared with the broker and PostgreSQL,
+    doubled the worker's CPU per event (docs/benchmarks.md). 0 leaves the libraries' own
+    defaults."""
+    if threads > 0:
+        threadpool_limits(limits=threads)
 
 
 class Service:
@@ -44,6 +56,7 @@ class Service:
         self.retention: RetentionThread | None = None
 
     def start(self) -> None:
+        limit_threads(self.s.blas_threads)
         if self.s.migrate_on_start:
             applied = self.loop.run_until_complete(migrate(self.s.postgres_dsn))
             if applied:
@@ -87,12 +100,20 @@ class Service:
 
     def run(self) -> None:
         """Until stop is set: one router batch, one clustering batch, repeat."""
+        busy = False
         while not self.stop.is_set():
             self.health.beat()
-            if self.router is not None:
-                self.router.poll()
-            if self.worker is not None:
-                self.worker.poll()
+            busy = self.round(busy) > 0
+
+    def round(self, busy: bool) -> int:
+        """One router batch, then one clustering batch; returns the messages they took.
+        With both stages in this one loop, a stage that waits for a full batch holds the
+        other one up: after a round that did work (`busy`) each takes what is already
+        fetched and goes on; an idle round waits up to the batch timeout, shared by the
+        stages that run here."""
+        stages = [x for x in (self.router, self.worker) if x is not None]
+        wait = 0.0 if busy else self.s.batch_timeout_ms / 1000 / max(len(stages), 1)
+        return sum(stage.poll(wait) for stage in stages)
 
     def close(self) -> None:
         """Leave the groups (a prompt rebalance for the others) and flush what is pending."""

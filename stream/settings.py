@@ -41,6 +41,12 @@ class Settings:
     """how long the group waits for a silent member (librdkafka session.timeout.ms): after a
     crash, its partitions move (or its restart gets them back) only after this."""
     checkpoint_items: int = 50_000
+    snapshot_interval_ms: int = 1000
+    """how often a partition publishes the Stage 5 snapshots (clusters topic, Redis and
+    `clusters.summary`) of the clusters changed since the last ones; 0 = every batch"""
+    blas_threads: int = 1
+    """native threads of the worker's BLAS and OpenMP pools (stream.service.limit_threads);
+    0 leaves the libraries' defaults (one per core)"""
     migrate_on_start: bool = True
     engine_config: Path | None = None
     shutdown_seconds: float = 20.0
@@ -137,6 +143,10 @@ class Settings:
             raise SettingsError("CLUSTERER_SESSION_TIMEOUT_MS must be at least 3000")
         if not self.input_topics:
             raise SettingsError("CLUSTERER_INPUT_TOPICS must name at least one topic")
+        if self.snapshot_interval_ms < 0:
+            raise SettingsError("CLUSTERER_SNAPSHOT_INTERVAL_MS must be at least 0")
+        if self.blas_threads < 0:
+            raise SettingsError("CLUSTERER_BLAS_THREADS must be at least 0")
         if not 0.0 <= self.retention_interval_seconds < float("inf"):
             raise SettingsError("CLUSTERER_RETENTION_INTERVAL_SECONDS must be >= 0 and finite")
         self.retention_policy()

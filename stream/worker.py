@@ -35,10 +35,12 @@ from state.cache import Cache
 from state.db import DB_ERRORS, BatchWrite, ClusterRow, ItemRow, Store
 from state.results import cluster_row, event_row, summary_json
 from stream import metrics, records
+from stream.assignments import assignment_values
 from stream.dead_letters import dead_letter
 from stream.http import Health
 from stream.protocol import BatchProtocol, PartitionRun, Pending
 from stream.settings import Settings
+from stream.steps import StepClock
 
 log = logging.getLogger(__name__)
 _DLQ_NS = uuid.UUID("7a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
@@ -63,6 +65,7 @@ class Worker:
         self.topic = s.by_scope_topic
         self.newest_event_time = -np.inf
         self._lag_at = 0.0
+        self.clock = StepClock()  # time per step (benchmarks/e2e_service.py reads it)
         self.consumer = Consumer({**s.consumer_config(s.group_id), "max.poll.interval.ms": 300_000})
         self.producer = Producer(s.producer_config())
         self.protocol = BatchProtocol(
@@ -104,8 +107,13 @@ class Worker:
         consumer.unassign()
 
     # ------------------------------------------------------------------ the loop body
-    def poll(self) -> int:
-        msgs = self.consumer.consume(self.s.batch_max, self.s.batch_timeout_ms / 1000)
+    def poll(self, timeout: float | None = None) -> int:
+        """One micro-batch: what arrives within `timeout` seconds (default the batch
+        timeout), up to the batch size."""
+        clock = self.clock
+        clock.begin()
+        wait = self.s.batch_timeout_ms / 1000 if timeout is None else timeout
+        msgs = self.consumer.consume(self.s.batch_max, wait)
         self.health.beat()
         good: dict[int, list[Message]] = {}
         for m in msgs:
@@ -117,11 +125,13 @@ class Worker:
             good.setdefault(int(m.partition() or 0), []).append(m)
         self.protocol.rebuild_cache_if_due()
         good, poison = self.protocol.admit(good)  # 2. crash-loop guard
+        clock.lap("consume")
         if not good and not poison:
+            self._idle_snapshots()
             self.protocol.settle()
             self._gauges()
+            clock.lap("idle")
             return 0
-        t0 = time.perf_counter()
         write = BatchWrite(self.s.group_id)
         pending = Pending()
         n = 0
@@ -132,18 +142,23 @@ class Worker:
                 continue
             self._process_partition(p, run, good.get(p, []), write, pending, poison.get(p, []))
             n += len(good.get(p, [])) + len(poison.get(p, []))
-        t1 = time.perf_counter()
-        metrics.batch_seconds.labels("engine").observe(t1 - t0)
+        clock.lap("decode")  # what followed the last engine call
         if not self.protocol.commit(write, parts):  # 4. one transaction, fence first
             return 0
-        t2 = time.perf_counter()
-        metrics.batch_seconds.labels("postgres").observe(t2 - t1)
+        clock.lap("postgres")
         self.protocol.publish(pending)  # 5. and 6.
-        t3 = time.perf_counter()
-        metrics.batch_seconds.labels("produce").observe(t3 - t2)
+        clock.lap("produce")
         self.protocol.after_publish(pending)  # 7.
+        clock.lap("kafka_offsets")
         self.protocol.refresh_cache(pending)  # 8.
-        metrics.batch_seconds.labels("total").observe(time.perf_counter() - t0)
+        clock.lap("redis")
+        steps = clock.batch
+        engine = sum(steps.get(k, 0.0) for k in ("decode", "learn", "outputs", "rows"))
+        metrics.batch_seconds.labels("engine").observe(engine)
+        for step, spent in steps.items():
+            if step != "consume":
+                metrics.batch_seconds.labels(step).observe(spent)
+        metrics.batch_seconds.labels("total").observe(sum(steps.values()) - steps["consume"])
         metrics.consumed.labels("worker").inc(n)
         self._gauges()
         return n
@@ -171,7 +186,9 @@ class Worker:
             run.poisoned.add(off)
         if old:  # effects already in Postgres; outputs maybe not published yet
             res = self._run_engine(run, old, None, pending)
+            self.clock.lap("decode")
             self._outputs(run, res, None, pending)
+            self.clock.lap("outputs")
         if new or any(not offsets.replayed(int(m.offset() or 0)) for m in poison):
             t0 = time.perf_counter()
             res = self._run_engine(run, new, write, pending)
@@ -179,13 +196,23 @@ class Worker:
                 # reconsolidation runs in the background; a batch that applied a finished
                 # run waited for it: its engine time is what the run cost the stream
                 metrics.reconsolidation_seconds.observe(time.perf_counter() - t0)
+            self.clock.lap("decode")
             self._outputs(run, res, write, pending)
-            self._rows(run, res, write, pending)
-            nxt = max(int(m.offset() or 0) for m in new + poison) + 1
             run.since_checkpoint += len(new)
+            checkpoint = run.since_checkpoint >= self.s.checkpoint_items
+            # a checkpoint waits for every snapshot owed before it: a restart from it
+            # replays (and marks owed again) only what comes after
+            flushed = self._snapshots(run, pending) if self._snapshot_due(run, checkpoint) else []
+            self.clock.lap("outputs")
+            written = self._rows(run, res, write, pending)
+            for cid in flushed:  # snapshots of clusters this batch did not touch
+                if cid not in written:
+                    write.clusters.append(_summary_row(pending.results[cid]))
+            self.clock.lap("rows")
+            nxt = max(int(m.offset() or 0) for m in new + poison) + 1
             write.offsets.append(self.protocol.offset_row(p, nxt))
             write.checkpoints.extend(self.protocol.due_checkpoints(p))
-            if run.since_checkpoint >= self.s.checkpoint_items:
+            if checkpoint:
                 # held until this batch is published: a checkpoint ahead of the published
                 # offset would let a restart skip republishing this batch's outputs
                 run.held_checkpoint = (nxt, run.engine.snapshot())
@@ -200,11 +227,13 @@ class Worker:
         eng = run.engine
         out: list[tuple[BatchResult, list[Message]]] = []
         seg: list[tuple[records.Routed, Message]] = []
+        keys: list[ScopeKey] = []  # the scope of each record in seg
         dims: dict[ScopeKey, int] = {}
 
         def flush() -> None:
             if not seg:
                 return
+            self.clock.lap("decode")
             res = eng.learn(
                 Batch(
                     np.vstack([r.vector for r, _ in seg]),
@@ -212,14 +241,13 @@ class Worker:
                     np.asarray([r.event_time for r, _ in seg]),
                     [r.document_id for r, _ in seg],
                     [r.metadata for r, _ in seg],
-                    [
-                        eng.scope_key(r.embedding_type, r.embedding_model, r.metadata)
-                        for r, _ in seg
-                    ],
+                    keys,
                 )
             )
+            self.clock.lap("learn")
             out.append((res, [m for _, m in seg]))
             seg.clear()
+            keys.clear()
 
         for m in ms:
             try:
@@ -245,6 +273,7 @@ class Worker:
             if seg and seg[0][0].vector.shape[0] != dim:
                 flush()  # one matrix per engine call: scopes of another dimension wait
             seg.append((rec, m))
+            keys.append(key)
         flush()
         return out
 
@@ -275,34 +304,31 @@ class Worker:
         write: BatchWrite | None,
         pending: Pending,
     ) -> None:
-        eng = run.engine
+        topic, published = self.s.assignments_topic, run.offsets.published
         for res, msgs in results:
-            for i, a in enumerate(res.assignments()):
-                if run.offsets.unpublished(int(msgs[i].offset() or 0)):
-                    pending.out.append(
-                        (
-                            self.s.assignments_topic,
-                            a.item_id.encode(),
-                            a.model_dump_json().encode(),
-                            None,
-                        )
-                    )
-                if a.event_time > self.newest_event_time:
-                    self.newest_event_time = a.event_time
+            values = assignment_values(res)
+            for i, value in enumerate(values):
+                if int(msgs[i].offset() or 0) >= published:  # offsets.unpublished
+                    pending.out.append((topic, res.item_ids[i].encode(), value, None))
+            if len(res.event_time):
+                self.newest_event_time = max(self.newest_event_time, float(res.event_time.max()))
             metrics.assigned.inc(len(res.item_ids))
-            if write is None:
-                continue
             snap: set[str] = set()
             gone: set[str] = set()
+            kinds: dict[str, int] = {}
             for ev in res.changes:
-                metrics.changes.labels(ev.kind).inc()
-                payload = ev.model_dump_json().encode()
-                write.outbox.append(
-                    (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
-                )
-                pending.outbox_ids.append(ev.event_id)
-                write.events.append(event_row(ev))
-                pending.out.append((self.s.changes_topic, ev.cluster_id.encode(), payload, None))
+                if write is not None:  # a replay's events are in the outbox already
+                    kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
+                    text = ev.model_dump_json()
+                    payload = text.encode()
+                    write.outbox.append(
+                        (ev.event_id, self.s.changes_topic, ev.cluster_id.encode(), payload, "[]")
+                    )
+                    pending.outbox_ids.append(ev.event_id)
+                    write.events.append(event_row(ev, text))
+                    pending.out.append(
+                        (self.s.changes_topic, ev.cluster_id.encode(), payload, None)
+                    )
                 if ev.kind == "retired":
                     gone.add(ev.cluster_id)
                 else:
@@ -311,19 +337,63 @@ class Worker:
                     gone.update(ev.related_ids)
                 if ev.kind == "split":
                     snap.update(ev.related_ids)
+            for kind, k in kinds.items():
+                metrics.changes.labels(kind).inc(k)
             for cid in gone:
                 snap.discard(cid)
-                pending.out.append((self.s.clusters_topic, cid.encode(), None, None))
-                pending.cache_summaries.append((cid, None))
-            for result in eng.clusters(sorted(snap)):
-                if result.status != "active":
-                    continue
-                cid = result.cluster_id
-                pending.out.append(
-                    (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
-                )
-                pending.cache_summaries.append((cid, summary_json(result)))
-                pending.results[cid] = result
+                run.dirty.discard(cid)
+                if write is not None:
+                    pending.out.append((self.s.clusters_topic, cid.encode(), None, None))
+                    pending.cache_summaries.append((cid, None))
+            # a replay marks what it touched too: a snapshot owed when the process stopped
+            # is owed again after the restart (the replay starts at the last checkpoint,
+            # which waited for the snapshots owed before it)
+            run.dirty.update(snap)
+
+    def _snapshot_due(self, run: PartitionRun, checkpoint: bool) -> bool:
+        if not run.dirty:
+            return False
+        interval = self.s.snapshot_interval_ms / 1000
+        return checkpoint or time.monotonic() - run.snapshot_at >= interval
+
+    def _snapshots(self, run: PartitionRun, pending: Pending) -> list[str]:
+        """The Stage 5 snapshots owed by a partition, onto `pending` (the clusters topic,
+        the Redis summaries, and `pending.results` for the rows' summaries). Coalesced over
+        the snapshot interval: a cluster touched by every batch is rendered once per
+        interval, not once per batch (its member list, centroid, label and JSON). Returns
+        the ids rendered (active clusters; others are skipped as before)."""
+        out: list[str] = []
+        for result in run.engine.clusters(sorted(run.dirty)):
+            if result.status != "active":
+                continue
+            cid = result.cluster_id
+            pending.out.append(
+                (self.s.clusters_topic, cid.encode(), result.model_dump_json().encode(), None)
+            )
+            pending.cache_summaries.append((cid, summary_json(result)))
+            pending.results[cid] = result
+            out.append(cid)
+        run.dirty.clear()
+        run.snapshot_at = time.monotonic()
+        return out
+
+    def _idle_snapshots(self) -> None:
+        """The input paused: the snapshots owed are published now, with their summaries in
+        a fenced transaction of their own (the offsets unchanged)."""
+        due = [p for p, run in self.runs.items() if self._snapshot_due(run, False)]
+        if not due:
+            return
+        write = BatchWrite(self.s.group_id)
+        pending = Pending()
+        for p in due:
+            run = self.runs[p]
+            for cid in self._snapshots(run, pending):
+                write.clusters.append(_summary_row(pending.results[cid]))
+            write.offsets.append(self.protocol.offset_row(p, run.offsets.processed))
+        if not self.protocol.commit(write, due):  # fenced: reloaded, the replay marks again
+            return
+        self.protocol.publish(pending)
+        self.protocol.refresh_cache(pending)
 
     def _rows(
         self,
@@ -331,7 +401,8 @@ class Worker:
         results: list[tuple[BatchResult, list[Message]]],
         write: BatchWrite,
         pending: Pending,
-    ) -> None:
+    ) -> set[str]:
+        """The batch's rows; returns the ids of the clusters it wrote a row for."""
         sims: dict[str, float] = {}
         moves: dict[tuple[str, str], Move] = {}  # the latest move of each item in the batch
         clusters: dict[str, ClusterState] = {}  # the latest state of each touched cluster
@@ -366,6 +437,7 @@ class Worker:
             log.warning(
                 "%d cluster(s) passed the size warning: %s", len(warned), ", ".join(warned[:10])
             )
+        return set(clusters)
 
     @staticmethod
     def _cluster_row(cs: ClusterState, result: ClusterResult | None) -> ClusterRow:
@@ -439,6 +511,20 @@ class Worker:
     def close(self) -> None:
         self.consumer.close()
         self.producer.flush(10)
+
+
+def _summary_row(result: ClusterResult) -> ClusterRow:
+    """The row of a snapshot whose cluster the batch did not touch: its summary, with the
+    live columns as the engine has them now (span and centroid: kept from the last row)."""
+    return cluster_row(
+        result.cluster_id,
+        result.scope,
+        result.cluster_type,
+        result.status,
+        result.cluster_size,
+        result.weight,
+        result=result,
+    )
 
 
 def _input_json(m: Message) -> bytes | None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
         ("CLUSTERER_PARTITIONS", "0"),
         ("CLUSTERER_MIGRATE_ON_START", "maybe"),
         ("CLUSTERER_INPUT_TOPICS", " , "),
+        ("CLUSTERER_BLAS_THREADS", "-1"),
     ],
 )
 def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -54,3 +56,22 @@ def test_cli_reports_a_bad_setting_in_one_line() -> None:
     assert out.stderr.strip().splitlines() == [
         "clusterer lag: CLUSTERER_PARTITIONS='abc' is not valid"
     ]
+
+
+def test_the_worker_caps_its_blas_and_openmp_pools() -> None:
+    """In a fresh process (the caps are process-wide): every native pool numpy and FAISS
+    loaded runs one thread after `limit_threads(1)`, and keeps its default with 0."""
+    code = (
+        "import numpy, faiss, threadpoolctl;"
+        "from stream.service import limit_threads;"
+        "before = [p['num_threads'] for p in threadpoolctl.threadpool_info()];"
+        "limit_threads(0); same = [p['num_threads'] for p in threadpoolctl.threadpool_info()];"
+        "limit_threads(1); after = [p['num_threads'] for p in threadpoolctl.threadpool_info()];"
+        "print(before == same, after)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split(maxsplit=1)
+    assert out[0] == "True"
+    pools = json.loads(out[1])
+    assert pools and set(pools) == {1}

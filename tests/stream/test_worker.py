@@ -3,9 +3,12 @@ test needs to step it batch by batch."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from dataclasses import replace
 
 from processors.config import EngineConfig
+from schemas.outputs import SUMMARY_EXCLUDE, ClusterResult
 from state.db import BatchWrite, OffsetRow
 from stream import metrics, records, synthetic
 from stream.service import Service
@@ -89,5 +92,50 @@ def test_a_zombie_worker_is_fenced_and_reloads_from_postgres(env: Env) -> None:
         env.produce(_vector_events(env, 30, seed=3))
         wait_until(lambda: step_until(expected + 30), 90, "30 more memberships", 0)
         assert _fenced() == fenced_before + 1
+    finally:
+        svc.close()
+
+
+def test_snapshots_are_owed_over_the_interval_then_published_with_their_summaries(
+    env: Env,
+) -> None:
+    """Within the snapshot interval, clusters changed by later batches are owed, not
+    rendered again; once it passes (here: when the input pauses) the owed snapshots go out,
+    and the compacted topic's latest record of every active cluster agrees with the summary
+    PostgreSQL holds for it."""
+    s = replace(env.settings, snapshot_interval_ms=600_000, checkpoint_items=100_000)
+    svc = Service(s, EngineConfig(), role="all", serve_http=False)
+    svc.start()
+    assert svc.router is not None and svc.worker is not None
+    router, worker = svc.router, svc.worker
+    try:
+
+        def step_until(n: int) -> bool:
+            router.poll()
+            worker.poll()
+            return len(env.memberships()) >= n
+
+        env.produce(_vector_events(env, 90, seed=1))
+        wait_until(lambda: step_until(90), 90, "the first 90 items committed", 0)
+        env.produce(_vector_events(env, 90, seed=2))
+        wait_until(lambda: step_until(180), 90, "180 items committed", 0)
+        owed = {cid for run in worker.runs.values() for cid in run.dirty}
+        assert owed, "the second wave's clusters wait for the interval"
+
+        worker.s = replace(s, snapshot_interval_ms=0)
+        wait_until(lambda: worker.poll() == 0 and not any(r.dirty for r in worker.runs.values()),
+                   30, "the owed snapshots published")  # fmt: skip
+        rows = env.sql(
+            "SELECT id, summary::text AS summary FROM clusters"
+            " WHERE status = 'active' AND summary IS NOT NULL"
+        )
+        assert owed & {r["id"] for r in rows}
+        latest: dict[str, ClusterResult] = {}
+        for m in env.consume_all(s.clusters_topic, len(rows)):
+            if m.value() is not None:
+                latest[m.key().decode()] = ClusterResult.model_validate_json(m.value())
+        for r in rows:
+            published = latest[r["id"]].model_dump(mode="json", exclude=set(SUMMARY_EXCLUDE))
+            assert published == json.loads(r["summary"])
     finally:
         svc.close()
