@@ -88,9 +88,9 @@ def _timed_commit(self: protocol.BatchProtocol, write: BatchWrite, partitions: A
 _route_poll = router.Router.poll
 
 
-def _timed_route(self: router.Router) -> int:
+def _timed_route(self: router.Router, timeout: float | None = None) -> int:
     t0 = time.time()
-    n = _route_poll(self)
+    n = _route_poll(self, timeout)
     if n:
         note("routed", start=t0, records=n)
     return n
