@@ -121,9 +121,9 @@ def warm_up(svc: Service) -> None:
             raise RuntimeError("worker did not get its partitions")
 
 
-def router_process(s: Settings) -> subprocess.Popen[bytes]:
-    """`clusterer worker --role router` for this benchmark's topics, in its own process."""
-    env = {
+def process_env(s: Settings) -> dict[str, str]:
+    """The environment of a `clusterer worker` process on this benchmark's topics."""
+    return {
         **os.environ,
         "CLUSTERER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
         "CLUSTERER_INPUT_TOPICS": s.input_topics[0],
@@ -132,6 +132,11 @@ def router_process(s: Settings) -> subprocess.Popen[bytes]:
         "CLUSTERER_PARTITIONS": str(s.partitions),
         "CLUSTERER_HTTP_PORT": "0",
     }
+
+
+def router_process(s: Settings) -> subprocess.Popen[bytes]:
+    """`clusterer worker --role router` for this benchmark's topics, in its own process."""
+    env = process_env(s)
     cmd = [sys.executable, "-m", "stream.cli", "worker", "--role", "router"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
@@ -350,15 +355,7 @@ def two_models(prefix: str, partitions: int) -> tuple[str, str]:
 
 def worker_process(s: Settings) -> subprocess.Popen[bytes]:
     """`clusterer worker` (router and clustering worker in one loop) for these topics."""
-    env = {
-        **os.environ,
-        "CLUSTERER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "CLUSTERER_INPUT_TOPICS": s.input_topics[0],
-        "CLUSTERER_PREFIX": s.prefix,
-        "CLUSTERER_GROUP_ID": s.group_id,
-        "CLUSTERER_PARTITIONS": str(s.partitions),
-        "CLUSTERER_HTTP_PORT": "0",
-    }
+    env = process_env(s)
     cmd = [sys.executable, "-m", "stream.cli", "worker"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 

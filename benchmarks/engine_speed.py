@@ -38,13 +38,13 @@ def load(name: str, data: Path = DATA) -> npt.NDArray[np.float32]:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def engine_seconds(x: npt.NDArray[np.float32], cfg: EngineConfig) -> float:
+def engine_seconds(x: npt.NDArray[np.float32], cfg: EngineConfig, batch: int = BATCH) -> float:
     eng = Engine(cfg)
     ids = [str(i) for i in range(len(x))]
     t = np.arange(len(x), dtype=np.float64)
     t0 = time.perf_counter()
-    for s in range(0, len(x), BATCH):
-        eng.learn(Batch(x[s : s + BATCH], ids[s : s + BATCH], t[s : s + BATCH]))
+    for s in range(0, len(x), batch):
+        eng.learn(Batch(x[s : s + batch], ids[s : s + batch], t[s : s + batch]))
     eng.flush()
     return time.perf_counter() - t0
 

@@ -15,20 +15,14 @@ from pathlib import Path
 import numpy as np
 from river import cluster
 
-from processors import Batch, Engine, EngineConfig
+from benchmarks.engine_speed import engine_seconds
+from processors import EngineConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "news-t"
 
 
 def engine_rate(x: np.ndarray, batch: int = 1024) -> float:
-    eng = Engine(EngineConfig())
-    ids = [str(i) for i in range(len(x))]
-    t = np.arange(len(x), dtype=np.float64)
-    t0 = time.perf_counter()
-    for s in range(0, len(x), batch):
-        eng.learn(Batch(x[s : s + batch], ids[s : s + batch], t[s : s + batch]))
-    eng.flush()
-    return len(x) / (time.perf_counter() - t0)
+    return len(x) / engine_seconds(x.astype(np.float32), EngineConfig(), batch)
 
 
 def main() -> None:
