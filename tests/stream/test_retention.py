@@ -208,3 +208,23 @@ def test_a_bad_policy_is_one_line_and_exit_2(name: str, value: str) -> None:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("clusterer retention: ") and name in lines[0]
+
+
+def test_the_service_exports_the_policy_windows() -> None:
+    """What an alert compares the oldest row's age with (deploy/prometheus/alerts.yml)."""
+    from state.retention import RetentionPolicy
+    from stream import metrics
+    from stream.retention import RetentionThread
+
+    policy = RetentionPolicy(outbox_sent_hours=2, ended_cluster_days=3, reconsolidation_days=4)
+    RetentionThread("postgresql://unused", policy, 60.0)  # not started: the windows are set
+    window = {
+        t: metrics.REGISTRY.get_sample_value("clusterer_retention_window_seconds", {"table": t})
+        for t in ("outbox", "clusters", "reconsolidation_runs", "cluster_events")
+    }
+    assert window == {
+        "outbox": 2 * 3600.0,
+        "clusters": 3 * 86400.0,
+        "reconsolidation_runs": 4 * 86400.0,
+        "cluster_events": None,  # its oldest row may be a live cluster's: no window applies
+    }
