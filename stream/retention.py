@@ -95,6 +95,12 @@ class RetentionThread(threading.Thread):
             log.warning("retention run failed (%r); next in %.0fs", exc, self.interval)
             publish(None, None)
             return None
+        except Exception:
+            # anything else is a bug, but the thread is the only thing that prunes the
+            # database: it logs the traceback, counts a failed run and tries again next time
+            log.exception("retention run failed; next in %.0fs", self.interval)
+            publish(None, None)
+            return None
         publish(report, stats)
         if not report.skipped and any(report.removed.values()):
             log.info("retention: %s", report.as_dict())

@@ -228,3 +228,34 @@ def test_the_service_exports_the_policy_windows() -> None:
         "reconsolidation_runs": 4 * 86400.0,
         "cluster_events": None,  # its oldest row may be a live cluster's: no window applies
     }
+
+
+def test_the_thread_survives_a_failing_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit test: an unexpected error in one run is counted as a failed run and logged; the
+    next runs still happen (the thread is all that prunes the database)."""
+    from state.retention import RetentionPolicy
+    from stream import metrics, retention
+
+    calls: list[int] = []
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(retention, "run_with_stats", broken)
+
+    def failed() -> float:
+        v = metrics.REGISTRY.get_sample_value(
+            "clusterer_retention_runs_total", {"result": "failed"}
+        )
+        return v or 0.0
+
+    before = failed()
+    t = retention.RetentionThread("postgresql://unused", RetentionPolicy(), 0.01)
+    t.start()
+    try:
+        wait_until(lambda: len(calls) >= 3, 30, "three runs")
+    finally:
+        t.close()
+    assert t.is_alive() is False
+    assert failed() - before >= 3
