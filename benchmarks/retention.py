@@ -36,7 +36,7 @@ import asyncpg
 import numpy as np
 
 from processors import Batch, Engine, EngineConfig, ScopeKey
-from state.db import BatchWrite, OffsetRow, Store, migrate
+from state.db import DB_ERRORS, BatchWrite, Fenced, OffsetRow, Store, migrate
 from state.retention import RetentionPolicy, run, table_stats
 from stream.protocol import PartitionOffsets, PartitionRun, Pending
 from stream.settings import Settings
@@ -62,6 +62,7 @@ class Retention(threading.Thread):
         self.spans: list[tuple[float, float]] = []
         self.removed: dict[str, int] = {}
         self.active_since: float | None = None
+        self.failed = 0
 
     def run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -78,7 +79,10 @@ class Retention(threading.Thread):
         while not self.stopping.wait(self.interval):
             t0 = time.perf_counter()
             self.active_since = t0
-            loop.run_until_complete(once())
+            try:
+                loop.run_until_complete(once())
+            except DB_ERRORS:  # PostgreSQL restarted under us (other sessions' tests)
+                self.failed += 1
             self.active_since = None
             self.spans.append((t0, time.perf_counter()))
         loop.close()
@@ -89,6 +93,41 @@ async def db_size(store: Store) -> dict[str, int]:
         total = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
         stats = await table_stats(conn)
     return {"database": total, **{t: s.bytes for t, s in stats.items()}}
+
+
+def commit_through_outages(
+    loop: asyncio.AbstractEventLoop, store: Store, write: BatchWrite, dsn: str, nxt: int
+) -> int:
+    """Store.commit, retried when PostgreSQL goes away mid-run (this shared machine's
+    database is restarted by other sessions' tests now and then). Returns how many attempts
+    failed: such a commit's time is not counted. A commit whose reply was lost may have gone
+    in: the fence then refuses the retry, and the stored offset says it went in."""
+    failures = 0
+    while True:
+        try:
+            loop.run_until_complete(store.commit(write))
+            return failures
+        except Fenced:
+            return failures + 1
+        except DB_ERRORS:
+            failures += 1
+            if failures > 120:
+                raise
+            time.sleep(1.0)
+
+            async def stored() -> int | None:
+                conn = await asyncpg.connect(dsn)
+                try:
+                    v = await conn.fetchval("SELECT next_offset FROM consumed_offsets")
+                    return None if v is None else int(v)
+                finally:
+                    await conn.close()
+
+            try:
+                if loop.run_until_complete(stored()) == nxt:
+                    return failures
+            except DB_ERRORS:
+                continue
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -155,7 +194,7 @@ def stream(
     # or a reconsolidation run: the heavy commits, apart)
     commits: list[tuple[float, bool, bool]] = []
     sent: list[str] = []
-    offset, since_ck = 0, 0
+    offset, since_ck, outages = 0, 0, 0
     size_half: dict[str, int] = {}
     t_start = time.perf_counter()
     for x, t, ids in drifting_stream(args.items, args.dim, args.batch):
@@ -174,9 +213,12 @@ def stream(
             since_ck = 0
         busy = ret is not None and ret.active_since is not None
         c0 = time.perf_counter()
-        loop.run_until_complete(store.commit(write))
+        failed = commit_through_outages(loop, store, write, dsn, nxt)
         heavy = bool(write.checkpoints or write.runs)
-        commits.append((time.perf_counter() - c0, busy, heavy))
+        if failed:
+            outages += 1
+        else:
+            commits.append((time.perf_counter() - c0, busy, heavy))
         prun.offsets.stored = prun.offsets.processed = offset = nxt
         sent = pending.outbox_ids
         if not size_half and nxt >= args.items // 2:
@@ -218,6 +260,8 @@ def stream(
         "retention_runs": len(spans),
         "retention_busy_fraction": round(sum(b - a for a, b in spans) / wall, 3),
         "removed": ret.removed if ret is not None else {},
+        "retention_runs_failed": ret.failed if ret is not None else 0,
+        "commits_not_timed_db_outage": outages,
         "commit_ms_all": dist([d for d, _ in plain]),
         "commit_ms_during_retention": dist(during),
         "commit_ms_otherwise": dist(outside),
