@@ -15,7 +15,7 @@ in the service, every `--interval` seconds, with event-time windows of a quarter
 stream (a 30-day window at 1M items) and a wall-clock outbox window scaled to the run.
 
 Prints one JSON line: database size at half and at the end of the stream (and their ratio),
-table sizes, batch commit time (median, p99) of the commits that overlapped a retention run
+table sizes (engine_checkpoints apart), the sizes at every tenth of the stream, batch commit time (median, p99) of the commits that overlapped a retention run
 and of those that did not (commits that carry a checkpoint or a reconsolidation run apart:
 they take 10-100x longer for reasons of their own), and what retention removed.
 """
@@ -92,7 +92,10 @@ async def db_size(store: Store) -> dict[str, int]:
     async with store.pool.acquire() as conn:
         total = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
         stats = await table_stats(conn)
-    return {"database": total, **{t: s.bytes for t, s in stats.items()}}
+        # not retention's: one row per partition, but every checkpoint rewrites its TOAST
+        # (tens of MB at 768-d) and the dead versions wait for autovacuum
+        ck = int(await conn.fetchval("SELECT pg_total_relation_size('engine_checkpoints')"))
+    return {"database": total, **{t: s.bytes for t, s in stats.items()}, "engine_checkpoints": ck}
 
 
 def commit_through_outages(
@@ -196,6 +199,7 @@ def stream(
     sent: list[str] = []
     offset, since_ck, outages = 0, 0, 0
     size_half: dict[str, int] = {}
+    curve: list[list[float]] = []
     t_start = time.perf_counter()
     for x, t, ids in drifting_stream(args.items, args.dim, args.batch):
         res = eng.learn(Batch(x, ids, t, [f"d{i}" for i in ids], scopes=[key] * len(ids)))
@@ -223,6 +227,13 @@ def stream(
         sent = pending.outbox_ids
         if not size_half and nxt >= args.items // 2:
             size_half = loop.run_until_complete(db_size(store))
+        if nxt >= (len(curve) + 1) * args.items // 10:
+            # the database's growth along the stream (outside the timed commit)
+            sz = loop.run_until_complete(db_size(store))
+            bounded = sum(v for k, v in sz.items() if k not in ("database", "engine_checkpoints"))
+            mb = 1e-6
+            curve.append([nxt, round(sz["database"] * mb, 1), round(bounded * mb, 1),
+                          round(sz["engine_checkpoints"] * mb, 1)])  # fmt: skip
     wall = time.perf_counter() - t_start
     if ret is not None:
         ret.stopping.set()
@@ -257,6 +268,7 @@ def stream(
         "end_over_half": round(size_end["database"] / size_half["database"], 3),
         "tables_at_half": size_half,
         "tables_at_end": size_end,
+        "size_mb_curve_items_database_tables_checkpoints": curve,
         "retention_runs": len(spans),
         "retention_busy_fraction": round(sum(b - a for a, b in spans) / wall, 3),
         "removed": ret.removed if ret is not None else {},
