@@ -32,9 +32,12 @@ class EngineConfig:
     same exact search through numpy's BLAS, ~5x faster than the faiss-cpu wheel's bundled
     BLAS on the benchmark machine, docs/benchmarks.md)."""
     search_threads: int = 1
-    """OpenMP threads of the FAISS search. Segment searches are small; with more threads
-    FAISS's OpenMP pool and numpy's BLAS threads fight over the cores (measured: 2.8x slower
-    searches with 2 threads on the 2-core machine, docs/benchmarks.md). 0 = FAISS default."""
+    """OpenMP threads of the FAISS search, and BLAS threads of the engine's products while
+    an engine call runs (processors/search.py `blas_threads`). Segment products are small;
+    with more threads FAISS's OpenMP pool and the BLAS threads fight over the cores
+    (measured: 2.8x slower searches with 2 threads, and the whole engine 2.7x slower with
+    numpy's default BLAS threads, on the 2-core machine, docs/benchmarks.md). 0 = the
+    libraries' defaults."""
 
     # --- lifecycle
     half_life_seconds: float = 2 * DAY

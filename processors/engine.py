@@ -24,6 +24,7 @@ from processors.facets import EMPTY, Facets, extract
 from processors.reconsolidate import Job, Trigger, apply, compute, prepare, reconsolidate
 from processors.representatives import document_frequency
 from processors.scope import ACTIVE, STATUS_NAMES, ScopeKey, ScopeState
+from processors.search import blas_threads
 from schemas.errors import CheckpointError
 from schemas.outputs import ClusterResult
 from schemas.validation import InputError
@@ -107,6 +108,10 @@ class Engine:
         """Cluster a batch of unit vectors, in order (the result is the same as one item at a
         time). Items already known are replaced (an upstream re-send): the old membership
         is removed first."""
+        with blas_threads(self.cfg.search_threads):
+            return self._learn(batch)
+
+    def _learn(self, batch: Batch) -> BatchResult:
         n = len(batch)
         x32 = batch.vectors
         times = batch.event_times
@@ -156,6 +161,10 @@ class Engine:
     def flush(self) -> BatchResult:
         """End of input: apply pending reconsolidations and run maintenance now. A service
         never calls it (its input has no end); `clusterer replay` does by default."""
+        with blas_threads(self.cfg.search_threads):
+            return self._flush()
+
+    def _flush(self) -> BatchResult:
         res = BatchResult()
         for st in self.scopes.values():
             if st.pending_recon is not None:

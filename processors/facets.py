@@ -215,6 +215,9 @@ class FacetCounts:
         for g in f.tags:
             _bump(self.tags, g, sign)
 
+    def empty(self) -> bool:
+        return not (self.terms or self.entities or self.domains or self.event_types or self.tags)
+
     def absorb(self, other: FacetCounts) -> None:
         self.terms.update(other.terms)
         self.entities.update(other.entities)

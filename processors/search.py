@@ -8,12 +8,15 @@ the same as IndexFlatIP, with no update cost.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from contextlib import AbstractContextManager
 from typing import Any
 
 import faiss
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
 
 
 @functools.cache
@@ -35,6 +38,25 @@ def backend_name(backend: str = "faiss") -> str:
 def _set_threads(threads: int) -> None:
     if threads > 0:
         faiss.omp_set_num_threads(threads)
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()  # the BLAS libraries loaded by now (numpy's, faiss's)
+
+
+def blas_threads(threads: int) -> AbstractContextManager[Any]:
+    """Limit the BLAS libraries (numpy's and the one bundled with faiss-cpu) to `threads`
+    threads for the length of an engine call; 0 leaves them as they are. The engine's
+    products are small (a segment of at most 256 rows against the candidates or the live
+    centroids), and with the libraries' default of one thread per core they ran 2.7x
+    slower on the 2-core benchmark machine under load (docs/benchmarks.md, Engine speed):
+    the threads wait for each other more than they compute. Results are the same either
+    way (OpenBLAS splits products over output blocks, not over the sums; checked on
+    News-T). The limit is process-wide while it holds."""
+    if threads <= 0:
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=threads, user_api="blas")
 
 
 def knn_inner_product(

@@ -104,6 +104,17 @@ def assert_batching_invisible(
     assert snapshot_bytes(e1) == snapshot_bytes(e2)
 
 
+@pytest.mark.parametrize(("seed", "search_k"), [(0, 1), (1, 1), (2, 2)])
+def test_batch_equals_one_by_one_when_clusters_move_into_reach(seed: int, search_k: int) -> None:
+    """A segment tracks an item's scores only for its own nearest centroids and for clusters
+    joined earlier in the segment; with one or two neighbours searched, clusters that earlier
+    items pull towards a later item (out of its searched neighbours at segment start) must
+    still win it exactly as one by one. These seeds fail when the scores of such a cluster
+    are not brought up to date at its first join."""
+    x, _ = blobs(400, 16, 20, seed=seed, spread=0.6)
+    assert_batching_invisible(x, [256], CFG.replace(search_k=search_k))
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
