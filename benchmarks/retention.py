@@ -15,9 +15,10 @@ in the service, every `--interval` seconds, with event-time windows of a quarter
 stream (a 30-day window at 1M items) and a wall-clock outbox window scaled to the run.
 
 Prints one JSON line: database size at half and at the end of the stream (and their ratio),
-table sizes (engine_checkpoints apart), the sizes at every tenth of the stream, batch commit time (median, p99) of the commits that overlapped a retention run
-and of those that did not (commits that carry a checkpoint or a reconsolidation run apart:
-they take 10-100x longer for reasons of their own), and what retention removed.
+table sizes (engine_checkpoints apart), the sizes at every tenth of the stream, batch commit
+time (median, p99) of the commits that started while a retention run was in progress and of
+those that did not (commits that carry a checkpoint or a reconsolidation run apart: they are
+heavy for reasons of their own), and what retention removed.
 """
 
 from __future__ import annotations
