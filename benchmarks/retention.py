@@ -15,9 +15,10 @@ in the service, every `--interval` seconds, with event-time windows of a quarter
 stream (a 30-day window at 1M items) and a wall-clock outbox window scaled to the run.
 
 Prints one JSON line: database size at half and at the end of the stream (and their ratio),
-table sizes, batch commit time (median, p99) of the commits that overlapped a retention run
-and of those that did not (commits that carry a checkpoint or a reconsolidation run apart:
-they take 10-100x longer for reasons of their own), and what retention removed.
+table sizes (engine_checkpoints apart), the sizes at every tenth of the stream, batch commit
+time (median, p99) of the commits that started while a retention run was in progress and of
+those that did not (commits that carry a checkpoint or a reconsolidation run apart: they are
+heavy for reasons of their own), and what retention removed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import asyncpg
 import numpy as np
 
 from processors import Batch, Engine, EngineConfig, ScopeKey
-from state.db import BatchWrite, OffsetRow, Store, migrate
+from state.db import DB_ERRORS, BatchWrite, Fenced, OffsetRow, Store, migrate
 from state.retention import RetentionPolicy, run, table_stats
 from stream.protocol import PartitionOffsets, PartitionRun, Pending
 from stream.settings import Settings
@@ -62,6 +63,7 @@ class Retention(threading.Thread):
         self.spans: list[tuple[float, float]] = []
         self.removed: dict[str, int] = {}
         self.active_since: float | None = None
+        self.failed = 0
 
     def run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -78,7 +80,10 @@ class Retention(threading.Thread):
         while not self.stopping.wait(self.interval):
             t0 = time.perf_counter()
             self.active_since = t0
-            loop.run_until_complete(once())
+            try:
+                loop.run_until_complete(once())
+            except DB_ERRORS:  # PostgreSQL restarted under us (other sessions' tests)
+                self.failed += 1
             self.active_since = None
             self.spans.append((t0, time.perf_counter()))
         loop.close()
@@ -88,7 +93,45 @@ async def db_size(store: Store) -> dict[str, int]:
     async with store.pool.acquire() as conn:
         total = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
         stats = await table_stats(conn)
-    return {"database": total, **{t: s.bytes for t, s in stats.items()}}
+        # not retention's: one row per partition, but every checkpoint rewrites its TOAST
+        # (tens of MB at 768-d) and the dead versions wait for autovacuum
+        ck = int(await conn.fetchval("SELECT pg_total_relation_size('engine_checkpoints')"))
+    return {"database": total, **{t: s.bytes for t, s in stats.items()}, "engine_checkpoints": ck}
+
+
+def commit_through_outages(
+    loop: asyncio.AbstractEventLoop, store: Store, write: BatchWrite, dsn: str, nxt: int
+) -> int:
+    """Store.commit, retried when PostgreSQL goes away mid-run (this shared machine's
+    database is restarted by other sessions' tests now and then). Returns how many attempts
+    failed: such a commit's time is not counted. A commit whose reply was lost may have gone
+    in: the fence then refuses the retry, and the stored offset says it went in."""
+    failures = 0
+    while True:
+        try:
+            loop.run_until_complete(store.commit(write))
+            return failures
+        except Fenced:
+            return failures + 1
+        except DB_ERRORS:
+            failures += 1
+            if failures > 120:
+                raise
+            time.sleep(1.0)
+
+            async def stored() -> int | None:
+                conn = await asyncpg.connect(dsn)
+                try:
+                    v = await conn.fetchval("SELECT next_offset FROM consumed_offsets")
+                    return None if v is None else int(v)
+                finally:
+                    await conn.close()
+
+            try:
+                if loop.run_until_complete(stored()) == nxt:
+                    return failures
+            except DB_ERRORS:
+                continue
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -155,8 +198,9 @@ def stream(
     # or a reconsolidation run: the heavy commits, apart)
     commits: list[tuple[float, bool, bool]] = []
     sent: list[str] = []
-    offset, since_ck = 0, 0
+    offset, since_ck, outages = 0, 0, 0
     size_half: dict[str, int] = {}
+    curve: list[list[float]] = []
     t_start = time.perf_counter()
     for x, t, ids in drifting_stream(args.items, args.dim, args.batch):
         res = eng.learn(Batch(x, ids, t, [f"d{i}" for i in ids], scopes=[key] * len(ids)))
@@ -174,13 +218,23 @@ def stream(
             since_ck = 0
         busy = ret is not None and ret.active_since is not None
         c0 = time.perf_counter()
-        loop.run_until_complete(store.commit(write))
+        failed = commit_through_outages(loop, store, write, dsn, nxt)
         heavy = bool(write.checkpoints or write.runs)
-        commits.append((time.perf_counter() - c0, busy, heavy))
+        if failed:
+            outages += 1
+        else:
+            commits.append((time.perf_counter() - c0, busy, heavy))
         prun.offsets.stored = prun.offsets.processed = offset = nxt
         sent = pending.outbox_ids
         if not size_half and nxt >= args.items // 2:
             size_half = loop.run_until_complete(db_size(store))
+        if nxt >= (len(curve) + 1) * args.items // 10:
+            # the database's growth along the stream (outside the timed commit)
+            sz = loop.run_until_complete(db_size(store))
+            bounded = sum(v for k, v in sz.items() if k not in ("database", "engine_checkpoints"))
+            mb = 1e-6
+            curve.append([nxt, round(sz["database"] * mb, 1), round(bounded * mb, 1),
+                          round(sz["engine_checkpoints"] * mb, 1)])  # fmt: skip
     wall = time.perf_counter() - t_start
     if ret is not None:
         ret.stopping.set()
@@ -215,9 +269,12 @@ def stream(
         "end_over_half": round(size_end["database"] / size_half["database"], 3),
         "tables_at_half": size_half,
         "tables_at_end": size_end,
+        "size_mb_curve_items_database_tables_checkpoints": curve,
         "retention_runs": len(spans),
         "retention_busy_fraction": round(sum(b - a for a, b in spans) / wall, 3),
         "removed": ret.removed if ret is not None else {},
+        "retention_runs_failed": ret.failed if ret is not None else 0,
+        "commits_not_timed_db_outage": outages,
         "commit_ms_all": dist([d for d, _ in plain]),
         "commit_ms_during_retention": dist(during),
         "commit_ms_otherwise": dist(outside),

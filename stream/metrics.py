@@ -140,6 +140,14 @@ retention_oldest_age = Gauge(
     ["table"],
     registry=REGISTRY,
 )
+retention_window = Gauge(
+    "clusterer_retention_window_seconds",
+    "The policy's window for the tables it ages (outbox: wall clock after sent; clusters:"
+    " event time after the cluster ended; reconsolidation_runs: event time after the run):"
+    " compare with clusterer_retention_oldest_age_seconds",
+    ["table"],
+    registry=REGISTRY,
+)
 retention_runs = Counter(
     "clusterer_retention_runs_total",
     "Retention runs: done, skipped (another run held the lock), failed",

@@ -48,6 +48,14 @@ def publish(report: RetentionReport | None, stats: dict[str, Any] | None) -> Non
         metrics.retention_oldest_age.labels(table).set(age if age is not None else 0.0)
 
 
+def publish_policy(policy: RetentionPolicy) -> None:
+    """The windows as metrics, so that a dashboard and an alert can set the oldest row's age
+    against them (the windows are configuration, not visible in the database)."""
+    metrics.retention_window.labels("outbox").set(policy.outbox_sent_hours * 3600.0)
+    metrics.retention_window.labels("clusters").set(policy.ended_cluster_seconds)
+    metrics.retention_window.labels("reconsolidation_runs").set(policy.reconsolidation_seconds)
+
+
 async def run_with_stats(
     dsn: str, policy: RetentionPolicy, dry_run: bool = False
 ) -> tuple[RetentionReport, dict[str, Any]]:
@@ -68,6 +76,7 @@ class RetentionThread(threading.Thread):
         self.policy = policy
         self.interval = interval
         self.stopping = threading.Event()
+        publish_policy(policy)
 
     def run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -84,6 +93,12 @@ class RetentionThread(threading.Thread):
             )
         except DB_ERRORS as exc:
             log.warning("retention run failed (%r); next in %.0fs", exc, self.interval)
+            publish(None, None)
+            return None
+        except Exception:
+            # anything else is a bug, but the thread is the only thing that prunes the
+            # database: it logs the traceback, counts a failed run and tries again next time
+            log.exception("retention run failed; next in %.0fs", self.interval)
             publish(None, None)
             return None
         publish(report, stats)

@@ -105,5 +105,23 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "clusterer_fenced_batches_total",
         "clusterer_redis_degraded",
         "process_resident_memory_bytes",
+        "clusterer_retention_rows_removed_total",
+        "clusterer_retention_table_bytes",
+        "clusterer_retention_oldest_age_seconds",
+        "clusterer_retention_window_seconds",
+        "clusterer_retention_runs_total",
     ):
         assert m in named, m
+
+
+def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]

@@ -388,3 +388,67 @@ def test_kill_9_mid_run_loses_nothing_and_a_rerun_completes(
     assert sql(dsn, count)[0][0] == 1
     assert ids(dsn, "SELECT event_id FROM outbox") == {"o-sent-new", "o-unsent-old"}
     assert {t: dump(dsn)[t] for t in keep} == keep
+
+
+def test_a_commit_waits_for_one_batch_never_for_the_run(fresh_database: tuple[str, str]) -> None:
+    """A batch commit that needs a row a retention batch is deleting (removing a membership
+    sets the medoid reference of an old reconsolidation group to NULL) waits for that one
+    short batch: it is done while the run still has many batches to go."""
+    from state.db import BatchWrite, Store
+
+    _, dsn = fresh_database
+    runs = 3000
+    sql(
+        dsn,
+        "INSERT INTO clusters (id, cluster_type, status, size, weight, last_event_time)"
+        " VALUES ('live', 'x', 'active', 1, 1, $1)",
+        100 * DAY,
+    )
+    sql(
+        dsn,
+        "INSERT INTO cluster_items (cluster_id, cluster_type, item_type, item_id)"
+        " VALUES ('live', 'x', 'document', 'member')",
+    )
+    sql(
+        dsn,
+        "INSERT INTO reconsolidation_runs (cluster_type, sequence, trigger, event_time,"
+        " parameters, input_clusters, input_points, clusters_found, outliers, transitions)"
+        " SELECT 'x', g, 'periodic', g, '{}', 1, 1, 1, 0, '[]'"
+        " FROM generate_series(0, $1 - 1) g",
+        runs,
+    )
+    # the oldest run (the first batch's) names the live member as its group's medoid
+    sql(
+        dsn,
+        "INSERT INTO reconsolidation_clusters (run_id, label, size, medoid_item_id,"
+        " medoid_item_ref, cluster_ids) SELECT r.id, 0, 1, 'member', i.id, '{}'"
+        " FROM reconsolidation_runs r, cluster_items i WHERE r.sequence = 0",
+    )
+    policy = RetentionPolicy(reconsolidation_days=0, batch_rows=50, pause_seconds=0.05)
+
+    async def go() -> tuple[bool, int]:
+        conn = await asyncpg.connect(dsn)
+        store = await Store.connect(dsn)
+        first_batch = asyncio.Event()
+
+        def on_batch(what: str, n: int) -> None:
+            if what == "runs":
+                first_batch.set()
+
+        try:
+            task = asyncio.create_task(run(conn, policy, on_batch=on_batch))
+            await asyncio.wait_for(first_batch.wait(), 60)
+            await asyncio.wait_for(
+                store.commit(BatchWrite("g", removed=[("x", "document", "member")])), 60
+            )
+            run_going_on = not task.done()
+            report = await asyncio.wait_for(task, 120)
+            return run_going_on, report.removed["reconsolidation_runs"]
+        finally:
+            await store.close()
+            await conn.close()
+
+    run_going_on, removed = asyncio.run(go())
+    assert removed == runs
+    assert run_going_on, "the commit waited for the whole retention run"
+    assert not sql(dsn, "SELECT 1 FROM cluster_items")

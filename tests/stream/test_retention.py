@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from stream import synthetic
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, Services, wait_until
 from tests.state.test_retention import dump, seed
 from tests.stream.conftest import Env, WorkerProcess
 from tests.stream.test_service import reference
@@ -208,3 +208,120 @@ def test_a_bad_policy_is_one_line_and_exit_2(name: str, value: str) -> None:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("clusterer retention: ") and name in lines[0]
+
+
+def test_the_service_exports_the_policy_windows() -> None:
+    """What an alert compares the oldest row's age with (deploy/prometheus/alerts.yml)."""
+    from state.retention import RetentionPolicy
+    from stream import metrics
+    from stream.retention import RetentionThread
+
+    policy = RetentionPolicy(outbox_sent_hours=2, ended_cluster_days=3, reconsolidation_days=4)
+    RetentionThread("postgresql://unused", policy, 60.0)  # not started: the windows are set
+    window = {
+        t: metrics.REGISTRY.get_sample_value("clusterer_retention_window_seconds", {"table": t})
+        for t in ("outbox", "clusters", "reconsolidation_runs", "cluster_events")
+    }
+    assert window == {
+        "outbox": 2 * 3600.0,
+        "clusters": 3 * 86400.0,
+        "reconsolidation_runs": 4 * 86400.0,
+        "cluster_events": None,  # its oldest row may be a live cluster's: no window applies
+    }
+
+
+def test_the_thread_survives_a_failing_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit test: an unexpected error in one run is counted as a failed run and logged; the
+    next runs still happen (the thread is all that prunes the database)."""
+    from state.retention import RetentionPolicy
+    from stream import metrics, retention
+
+    calls: list[int] = []
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(retention, "run_with_stats", broken)
+
+    def failed() -> float:
+        v = metrics.REGISTRY.get_sample_value(
+            "clusterer_retention_runs_total", {"result": "failed"}
+        )
+        return v or 0.0
+
+    before = failed()
+    t = retention.RetentionThread("postgresql://unused", RetentionPolicy(), 0.01)
+    t.start()
+    try:
+        wait_until(lambda: len(calls) >= 3, 30, "three runs")
+    finally:
+        t.close()
+    assert t.is_alive() is False
+    assert failed() - before >= 3
+
+
+def test_two_workers_and_the_api_beside_retention(env: Env, services: Services) -> None:
+    """Both workers run retention every 0.3 s with everything ended due at once (the lock
+    lets one run at a time); the API serves lists of ended clusters and statistics all along.
+    Nothing fails, nothing live goes, the end state is the reference's."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.api.conftest import api_settings, auth
+
+    n = 2000
+    msgs = ending_stories(env, n, models=8, seed=29)
+    env.produce(msgs[: n // 2])
+    workers = [env.start_worker(**ZERO), env.start_worker(**ZERO)]
+    app = create_app(
+        api_settings(None, services, dsn=env.settings.postgres_dsn, prefix=env.settings.prefix)
+    )
+    answers: list[int] = []
+    with TestClient(app, raise_server_exceptions=False) as api:
+        api.headers.update(auth())
+
+        def serve_until(target: int) -> bool:
+            for path in (
+                "/api/v1/clusters?status=retired&status=merged&limit=100",
+                "/api/v1/clusters?limit=100",
+                "/api/v1/statistics",
+            ):
+                answers.append(api.get(path).status_code)
+            return committed(env) >= target
+
+        wait_until(lambda: serve_until(n // 2), 180, "the first half committed", 0.2)
+        env.produce(msgs[n // 2 :])
+        wait_until(lambda: serve_until(n), 180, "the second half committed", 0.2)
+        members = wait_all_committed(env, n)
+        stats = api.get("/api/v1/statistics")
+    assert answers and set(answers) == {200}, sorted(set(answers))
+    assert members == reference(env)
+    assert stats.status_code == 200 and stats.json()["storage"]["clusters"]["rows"] > 0
+    wait_until(
+        lambda: (
+            not scope_rows(
+                env,
+                "SELECT 1 FROM clusters WHERE status IN ('retired', 'merged') AND"
+                " cluster_type LIKE $1",
+            )
+        ),
+        60,
+        "every ended cluster removed",
+    )
+    assert env.memberships() == members
+    for w in workers:
+        # each worker's thread ran (done, or skipped while the other held the lock); none failed
+        runs = sum(
+            metric(w, "clusterer_retention_runs_total", f'{{result="{r}"}}')
+            for r in ("done", "skipped")
+        )
+        assert runs > 0
+        assert metric(w, "clusterer_retention_runs_total", '{result="failed"}') == 0
+    assert (
+        sum(
+            metric(w, "clusterer_retention_rows_removed_total", '{table="clusters"}')
+            for w in workers
+        )
+        > 0
+    )
