@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,9 +107,15 @@ def check_vector(vec: FloatArray, limits: ValidationLimits = DEFAULT_LIMITS) -> 
         raise InputError(
             "dimension_too_large", f"vector has {vec.size} values, limit {limits.max_dimension}"
         )
-    if not np.isfinite(vec).all():
+    # One pass does both checks: the squares of float32 values cannot overflow float64
+    # (8192 x 3.4e38^2 is about 1e81), and they are never negative, so the sum is finite
+    # exactly when every value is. The sum is `np.linalg.norm`'s own `x.dot(x)`, so the norm
+    # (and the re-normalised vector) is bit for bit what `np.linalg.norm` gives.
+    v64 = vec.astype(np.float64)
+    sqnorm = float(v64.dot(v64))
+    if not math.isfinite(sqnorm):
         raise InputError("non_finite", "vector holds NaN or infinite values (after float32)")
-    norm = float(np.linalg.norm(vec.astype(np.float64)))
+    norm = math.sqrt(sqnorm)
     if norm == 0.0:
         raise InputError("zero_vector", "vector has zero length and no direction")
     if abs(norm - 1.0) > limits.norm_tolerance:

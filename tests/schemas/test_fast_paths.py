@@ -1,0 +1,158 @@
+"""The router's fast paths decide exactly what the slow ones they skip would: the plain-type
+reading of a per-vector event against pydantic's `VectorEvent`, the payload-size bound
+against the metadata walk, the one-dot vector check against `np.linalg.norm`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas.inputs import VectorEvent
+from schemas.messages import _fast_fields, _metadata_bounded
+from schemas.validation import InputError, ValidationLimits, check_metadata, check_vector
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+)
+field_values = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=2),
+    st.dictionaries(st.text(max_size=3), scalars, max_size=2),
+)
+times = st.one_of(
+    field_values,
+    st.floats(-7e10, 3e11),
+    st.sampled_from(["2026-11-25T08:00:00Z", "2026-11-25", "not a date", "99999-01-01"]),
+)
+
+
+def near(*lengths: int) -> st.SearchStrategy[str]:
+    """Text of exactly these lengths: the contract's bounds and one either side."""
+    return st.sampled_from(lengths).flatmap(lambda n: st.text(min_size=n, max_size=n))
+
+
+@st.composite
+def event_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly well-typed fields (each sometimes at a length bound), now and then a junk or a
+    missing one, so that accepted objects are common and every field's edge gets tried."""
+    good = {
+        "item_id": near(0, 1, 5, 511, 512, 513),
+        "document_id": st.one_of(st.none(), near(0, 3, 511, 512, 513)),
+        "embedding_type": st.sampled_from(["document", "event", "entity", "storyline", "Event"]),
+        "embedding_model": near(0, 1, 5, 255, 256, 257),
+        "event_time": times,
+        "metadata": st.dictionaries(st.text(max_size=4), scalars, max_size=3),
+        "vector": st.just(""),
+    }
+    obj = {}
+    for name, strategy in good.items():
+        roll = draw(st.integers(0, 19))
+        if roll == 0:
+            continue  # missing
+        obj[name] = draw(field_values if roll == 1 else strategy)
+    if draw(st.booleans()):
+        obj["extra"] = draw(field_values)
+    return obj
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_objects())
+def test_the_plain_type_reading_accepts_what_pydantic_accepts_with_the_same_values(
+    obj: dict[str, Any],
+) -> None:
+    fast = _fast_fields(dict(obj))
+    if fast is None:  # pydantic decides (and words the error): nothing to compare
+        return
+    try:
+        ev = VectorEvent.model_validate(obj)
+    except (ValidationError, ValueError) as exc:
+        pytest.fail(f"fast path accepted what pydantic rejects: {exc}")
+    slow = (
+        ev.item_id,
+        ev.document_id,
+        ev.embedding_type,
+        ev.embedding_model,
+        ev.event_time,
+        ev.metadata,
+    )
+    assert fast == slow
+    assert [type(x) for x in fast] == [type(x) for x in slow]
+
+
+def test_the_plain_type_reading_takes_an_ordinary_event() -> None:
+    obj = {
+        "item_id": "i",
+        "embedding_type": "event",
+        "embedding_model": "m",
+        "event_time": "2026-11-25T08:00:00Z",
+        "vector": "",
+    }
+    assert _fast_fields(obj) == ("i", None, "event", "m", 1795593600.0, {})
+
+
+small = ValidationLimits(max_depth=4, max_metadata_values=60, max_string_length=60)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=70),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=5))
+def test_a_payload_the_size_bound_passes_never_fails_the_metadata_walk(obj: dict[str, Any]) -> None:
+    payload = orjson.dumps(obj)
+    if _metadata_bounded(payload, small):
+        check_metadata(orjson.loads(payload), small)  # must not raise
+
+
+def test_the_size_bound_gives_way_near_each_limit() -> None:
+    assert _metadata_bounded(b'{"a":[[1]]}', small)
+    assert not _metadata_bounded(b'{"a":[[[1]]]}', small)  # four containers: walk it
+    assert not _metadata_bounded(b'{"a":"' + b"x" * 60 + b'"}', small)
+    with pytest.raises(InputError):
+        check_metadata(orjson.loads(b'{"a":[[[1]]]}'), small)
+
+
+@pytest.mark.parametrize("dim", [1, 3, 384, 768, 4096])
+@pytest.mark.parametrize("scale", [1.0, 1.0004, 1.01, 7.5, 1e-20, 1e20])
+def test_the_one_dot_vector_check_is_bit_for_bit_the_norm(dim: int, scale: float) -> None:
+    rng = np.random.default_rng(dim)
+    for _ in range(20):
+        v = rng.standard_normal(dim)
+        v = (v / np.linalg.norm(v) * scale).astype(np.float32)
+        norm = float(np.linalg.norm(v.astype(np.float64)))
+        want = v if abs(norm - 1.0) <= 1e-3 else (v / norm).astype(np.float32)
+        assert check_vector(v).tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_the_one_dot_vector_check_still_finds_each_non_finite_value(bad: float) -> None:
+    for at in (0, 200, 383):
+        v = np.full(384, 0.05, dtype=np.float32)
+        v[at] = bad
+        with pytest.raises(InputError) as exc:
+            check_vector(v)
+        assert exc.value.reason == "non_finite"
+    huge = np.full(8192, 3.4e38, dtype=np.float32)  # finite: its squares must not overflow
+    assert check_vector(huge).shape == (8192,)  # no non_finite rejection
