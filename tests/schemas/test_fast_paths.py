@@ -139,8 +139,8 @@ def test_the_size_bound_gives_way_near_each_limit() -> None:
 def test_the_one_dot_vector_check_is_bit_for_bit_the_norm(dim: int, scale: float) -> None:
     rng = np.random.default_rng(dim)
     for _ in range(20):
-        v = rng.standard_normal(dim)
-        v = (v / np.linalg.norm(v) * scale).astype(np.float32)
+        raw = rng.standard_normal(dim)
+        v = (raw / np.linalg.norm(raw) * scale).astype(np.float32)
         norm = float(np.linalg.norm(v.astype(np.float64)))
         want = v if abs(norm - 1.0) <= 1e-3 else (v / norm).astype(np.float32)
         assert check_vector(v).tobytes() == want.tobytes()
