@@ -112,18 +112,34 @@ def _vectors(obj: dict[str, Any], limits: ValidationLimits) -> list[npt.NDArray[
     return out
 
 
-def _metadata_bounded(payload: bytes, limits: ValidationLimits) -> bool:
+def _metadata_bounded(obj: dict[str, Any], payload: bytes, limits: ValidationLimits) -> bool:
     """True when the payload's size alone proves that `check_metadata` cannot fail, so the
     walk over the parsed object can be skipped: every value it counts starts at its own byte
-    of the payload, no string has more characters than the payload has bytes, and every
-    level of nesting opens with a `{` or `[` byte (counting those inside strings too only
-    over-estimates)."""
+    of the payload and no string has more characters than the payload has bytes. Nesting is
+    bounded by looking two levels down (the usual shape: flat metadata), else by the `{` and
+    `[` bytes, each level opening with one (those inside strings only over-estimate)."""
     n = len(payload)
-    return (
-        n <= limits.max_metadata_values
-        and n <= limits.max_string_length
-        and payload.count(b"{") + payload.count(b"[") < limits.max_depth
-    )
+    if n > limits.max_metadata_values or n > limits.max_string_length:
+        return False
+    if limits.max_depth >= 3 and _shallow(obj):
+        return True
+    return payload.count(b"{") + payload.count(b"[") < limits.max_depth
+
+
+def _shallow(obj: dict[str, Any]) -> bool:
+    """No container below the second level (the message is level 1): nothing nests past 3."""
+    for v in obj.values():
+        kind = type(v)
+        if kind is dict:
+            for w in v.values():
+                if type(w) in _CONTAINERS:
+                    return False
+        elif kind is list:
+            return False
+    return True
+
+
+_CONTAINERS = (dict, list)
 
 
 def _length_bounds(field: str) -> tuple[int, int]:
@@ -198,7 +214,7 @@ def _decode(payload: bytes, limits: ValidationLimits) -> list[DecodedEvent]:
     if not isinstance(obj, dict):
         raise InputError("schema_violation", "message is not a JSON object")
     vectors = _vectors(obj, limits)
-    if not _metadata_bounded(payload, limits):
+    if not _metadata_bounded(obj, payload, limits):
         check_metadata(obj, limits)
     try:
         events = _validate(obj)

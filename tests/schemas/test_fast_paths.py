@@ -118,20 +118,31 @@ json_values = st.recursive(
 )
 
 
+def bounded(payload: bytes, limits: ValidationLimits = small) -> bool:
+    return _metadata_bounded(orjson.loads(payload), payload, limits)
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.text(max_size=6), json_values, max_size=5))
-def test_a_payload_the_size_bound_passes_never_fails_the_metadata_walk(obj: dict[str, Any]) -> None:
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=5), st.integers(1, 5))
+def test_a_payload_the_size_bound_passes_never_fails_the_metadata_walk(
+    obj: dict[str, Any], depth: int
+) -> None:
     payload = orjson.dumps(obj)
-    if _metadata_bounded(payload, small):
-        check_metadata(orjson.loads(payload), small)  # must not raise
+    limits = ValidationLimits(max_depth=depth, max_metadata_values=60, max_string_length=60)
+    if bounded(payload, limits):
+        check_metadata(orjson.loads(payload), limits)  # must not raise
 
 
 def test_the_size_bound_gives_way_near_each_limit() -> None:
-    assert _metadata_bounded(b'{"a":[[1]]}', small)
-    assert not _metadata_bounded(b'{"a":[[[1]]]}', small)  # four containers: walk it
-    assert not _metadata_bounded(b'{"a":"' + b"x" * 60 + b'"}', small)
+    assert bounded(b'{"a":{"b":1},"c":"d"}')  # flat: two levels down
+    assert bounded(b'{"a":[[1]]}')  # three brackets
+    assert not bounded(b'{"a":[[[1]]]}')  # four brackets: walk it
+    assert not bounded(b'{"a":"' + b"x" * 60 + b'"}')
+    assert not bounded(b'{"a":{"b":1}}', ValidationLimits(max_depth=2))
     with pytest.raises(InputError):
         check_metadata(orjson.loads(b'{"a":[[[1]]]}'), small)
+    with pytest.raises(InputError):
+        check_metadata(orjson.loads(b'{"a":{"b":1}}'), ValidationLimits(max_depth=2))
 
 
 @pytest.mark.parametrize("dim", [1, 3, 384, 768, 4096])
