@@ -80,6 +80,9 @@ def decode_vector(raw: Any, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatA
             raise InputError(
                 "dimension_too_large", f"vector has {len(raw)} values, limit {limits.max_dimension}"
             )
+        if list(map(type, raw)).count(float) == len(raw):  # the usual case, proved cheapest
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf: non_finite below
+                return check_vector(np.fromiter(raw, np.float64, len(raw)).astype(np.float32))
         kinds = set(map(type, raw))  # bool is its own type, not int, here
         if not kinds <= _NUMBER_TYPES:
             names = ", ".join(sorted(k.__name__ for k in kinds - _NUMBER_TYPES))

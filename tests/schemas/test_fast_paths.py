@@ -16,7 +16,13 @@ from pydantic import ValidationError
 
 from schemas.inputs import VectorEvent
 from schemas.messages import _fast_fields, _metadata_bounded
-from schemas.validation import InputError, ValidationLimits, check_metadata, check_vector
+from schemas.validation import (
+    InputError,
+    ValidationLimits,
+    check_metadata,
+    check_vector,
+    decode_vector,
+)
 
 scalars = st.one_of(
     st.none(),
@@ -167,3 +173,23 @@ def test_the_one_dot_vector_check_still_finds_each_non_finite_value(bad: float) 
         assert exc.value.reason == "non_finite"
     huge = np.full(8192, 3.4e38, dtype=np.float32)  # finite: its squares must not overflow
     assert check_vector(huge).shape == (8192,)  # no non_finite rejection
+
+
+def general_json_vector(values: list[float]) -> bytes | tuple[str, str]:
+    """The vector (or the reject) the general JSON-array path makes of these numbers."""
+    try:
+        with np.errstate(over="ignore"):
+            vec = np.asarray(values, dtype=np.float64).astype(np.float32)
+        return check_vector(vec).tobytes()
+    except InputError as exc:
+        return exc.reason, exc.detail
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=0, max_size=40))
+def test_an_all_float_json_vector_decodes_as_the_general_path_does(values: list[float]) -> None:
+    try:
+        got: bytes | tuple[str, str] = decode_vector(values).tobytes()
+    except InputError as exc:
+        got = exc.reason, exc.detail
+    assert got == general_json_vector(values)
