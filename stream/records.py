@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from schemas.messages import DecodedEvent
+from schemas.messages import DecodedEvent, decoded_event
 
 Routed = DecodedEvent
 """One event of the by-scope topic, vector ready for the engine: the router's output."""
@@ -67,7 +67,7 @@ def decode(value: bytes) -> Routed | Delete:
     if len(body) % 4 or not len(body):
         raise ValueError("vector bytes are not whole float32 values")
     vec = np.frombuffer(body, dtype="<f4").astype(np.float32)
-    return Routed(
+    return decoded_event(
         item_id=str(head["item_id"]),
         document_id=head.get("document_id"),
         embedding_type=str(head["embedding_type"]),

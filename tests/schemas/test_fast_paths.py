@@ -4,6 +4,7 @@ against the metadata walk, the one-dot vector check against `np.linalg.norm`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.inputs import VectorEvent
-from schemas.messages import _fast_fields, _metadata_bounded
+from schemas.messages import DecodedEvent, _fast_fields, _metadata_bounded, decoded_event
 from schemas.validation import (
     InputError,
     ValidationLimits,
@@ -193,3 +194,13 @@ def test_an_all_float_json_vector_decodes_as_the_general_path_does(values: list[
     except InputError as exc:
         got = exc.reason, exc.detail
     assert got == general_json_vector(values)
+
+
+def test_the_quick_event_constructor_makes_the_dataclass_its_constructor_makes() -> None:
+    v = np.ones(3, np.float32)
+    fields = ("i", None, "event", "m", 1.0, {"a": 1})
+    quick, slow = decoded_event(*fields, v), DecodedEvent(*fields, v)
+    assert quick == slow and repr(quick) == repr(slow) and type(quick) is DecodedEvent
+    assert dataclasses.asdict(quick).keys() == dataclasses.asdict(slow).keys()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.item_id = "other"  # type: ignore[misc]
