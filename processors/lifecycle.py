@@ -58,8 +58,10 @@ def merge_touched(scope: ScopeState) -> None:
     touched = [s for s in touched if scope.cid[s] >= 0]
     if not touched or scope.n_used < 2:
         return
-    version: dict[int, int] = {}
-    heap: list[tuple[float, int, int, int, int]] = []
+    # heap entries (-link, id_a, id_b, version_a, version_b, row_a, row_b) with id_a < id_b:
+    # the rows only carry the pair (the ids decide every tie); an entry is stale once a row's
+    # version moved, which happens to the absorber and to the absorbed cluster of each fold
+    heap: list[tuple[float, int, int, int, int, int, int]] = []
 
     # the live clusters as of the tick, in slot order, as compact rows: merges only remove
     # clusters (their 1/w becomes 0, hence similarity 0, below any positive threshold) and
@@ -73,6 +75,7 @@ def merge_touched(scope: ScopeState) -> None:
     inv_w = 1.0 / scope.w[live]
     cids = cid[live].tolist()  # ids of live clusters never change while merging
     slot_l = live.tolist()
+    ver = [0] * live.size
     push = heapq.heappush
 
     # a bound on each average link from the float32 centroids, to skip most of the exact
@@ -82,7 +85,7 @@ def merge_touched(scope: ScopeState) -> None:
     coh = scope.norm[live] * inv_w
 
     def push_one(ra: int) -> None:
-        """`push_neighbours([ra])`, lean: after each merge, for the absorber."""
+        """`first_links([ra])`, lean: after each merge, for the absorber."""
         near = (cent @ cent[ra]) * coh
         near[ra] = -np.inf
         cols = np.flatnonzero(near >= (thr - 1e-3) / coh[ra])
@@ -93,16 +96,15 @@ def merge_touched(scope: ScopeState) -> None:
         hit = one >= thr
         if not hit.any():
             return
-        a, ca = slot_l[ra], cids[ra]
-        va = version.get(a, 0)
+        ca, va = cids[ra], ver[ra]
         for c, v in zip(cols[hit].tolist(), one[hit].tolist(), strict=True):
-            b, cb = slot_l[c], cids[c]
+            cb = cids[c]
             if ca < cb:
-                push(heap, (-v, ca, cb, va, version.get(b, 0)))
+                push(heap, (-v, ca, cb, va, ver[c], ra, c))
             else:
-                push(heap, (-v, cb, ca, version.get(b, 0), va))
+                push(heap, (-v, cb, ca, ver[c], va, c, ra))
 
-    def push_neighbours(rows_in: list[int]) -> None:
+    def first_links(rows_in: list[int]) -> None:
         # the float32 bound for every pair, then the exact average-link (float64 sums) of
         # each cluster against only those that can reach the threshold
         ri = np.asarray(rows_in, dtype=np.int64)
@@ -132,28 +134,30 @@ def merge_touched(scope: ScopeState) -> None:
             return
         cols = np.concatenate(col_parts)
         vals = np.concatenate(val_parts).tolist()
+        # every version is 0 before the first fold; one heapify pops in the same order as
+        # pushing the entries one by one (equal entries are indistinguishable)
         for r, c, v in zip(rows, cols.tolist(), vals, strict=True):
             ra = rows_in[r]
-            a, b = slot_l[ra], slot_l[c]
             ca, cb = cids[ra], cids[c]
             if ca < cb:
-                push(heap, (-v, ca, cb, version.get(a, 0), version.get(b, 0)))
+                heap.append((-v, ca, cb, 0, 0, ra, c))
             else:
-                push(heap, (-v, cb, ca, version.get(b, 0), version.get(a, 0)))
+                heap.append((-v, cb, ca, 0, 0, c, ra))
+        heapq.heapify(heap)
 
-    push_neighbours(row_of[touched].tolist())
+    first_links(row_of[touched].tolist())
+    pop = heapq.heappop
     while heap:
-        _, ca, cb, va, vb = heapq.heappop(heap)
-        a = scope.slot_of.get(ca)
-        b = scope.slot_of.get(cb)
-        if a is None or b is None:
+        _, _, _, va, vb, ra, rb = pop(heap)
+        if ver[ra] != va or ver[rb] != vb:
             continue
-        if version.get(a, 0) != va or version.get(b, 0) != vb:
-            continue
+        a, b = slot_l[ra], slot_l[rb]
         absorber = scope.fold(a, b, reason="average_link")
-        version[absorber] = version.get(absorber, 0) + 1
-        ra = int(row_of[absorber])
-        gone = row_of[a + b - absorber]
+        if absorber == b:
+            ra, rb = rb, ra
+        ver[ra] += 1
+        ver[rb] += 1
+        gone = rb
         inv_w[gone] = 0.0
         coh[gone] = 0.0
         inv_w[ra] = 1.0 / scope.w[absorber]
