@@ -238,9 +238,15 @@ class Engine:
             res.new_cluster[seg] = out_new
             res.status[seg] = out_status
             res.sequence[seg] = np.arange(start_seq, start_seq + seg.size)
-            for i, no in zip(seg.tolist(), out_no.tolist(), strict=True):
-                res.cluster_ids[i] = st.cluster_name(no)
-                res.scopes[i] = st.name
+            names = st.cluster_names(out_no.tolist())
+            lo, hi = int(seg[0]), int(seg[-1]) + 1
+            if hi - lo == seg.size:  # rows of one scope are increasing: a run of the batch
+                res.cluster_ids[lo:hi] = names
+                res.scopes[lo:hi] = [st.name] * seg.size
+            else:
+                for i, name in zip(seg.tolist(), names, strict=True):
+                    res.cluster_ids[i] = name
+                    res.scopes[i] = st.name
             pos += seg.size
             if due or st.seq % tick == 0:
                 self._maintain(st, res)

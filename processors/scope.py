@@ -40,6 +40,7 @@ _EVENT_NS = uuid.UUID("3f0e6b1c-3d4e-5a7b-9c8d-0e1f2a3b4c5d")
 _NS_BYTES = _EVENT_NS.bytes
 
 
+_NAME_CACHE = 1 << 16
 _EVENT_FIELDS = frozenset(ChangeEvent.model_fields)
 
 
@@ -100,6 +101,7 @@ class ScopeState:
         self._grow(64)
         self.item_slot: dict[str, int] = {}
         self.slot_of: dict[int, int] = {}
+        self._names: dict[int, str] = {}  # cluster number -> id, a cache (hot: every item)
         self.seq = 0
         self.watermark = -math.inf
         self.last_tick_time: float | None = None  # event time of the last maintenance
@@ -204,7 +206,21 @@ class ScopeState:
         return self.cluster_name(int(self.cid[slot]))
 
     def cluster_name(self, number: int) -> str:
-        return f"{self.prefix}-{number:06d}"
+        name = self._names.get(number)
+        if name is None:
+            name = self._new_name(number)
+        return name
+
+    def cluster_names(self, numbers: list[int]) -> list[str]:
+        get = self._names.get
+        return [get(no) or self._new_name(no) for no in numbers]
+
+    def _new_name(self, number: int) -> str:
+        names = self._names
+        if len(names) >= _NAME_CACHE:
+            names.clear()  # ids of retired clusters would otherwise pile up
+        name = names[number] = f"{self.prefix}-{number:06d}"
+        return name
 
     def slot_for(self, cluster_id: str) -> int | None:
         """The slot of a live cluster of this scope by its id; None when it is gone."""
