@@ -316,17 +316,18 @@ class Engine:
             touched = named.get(st.name, set()) | (left or {}).get(st.name, set())
             if not moves and not touched:
                 continue
-            etype = st.key.embedding_type
+            etype, scope = st.key.embedding_type, st.name
+            members, slot_of, name, sim = st.members, st.slot_of, st.cluster_name, sims.get
+            append = res.moves.append
+            entered: set[int] = set()
             for item, no in moves.items():
                 if no < 0:
-                    res.moves.append(Move(item, st.name, etype, None))
+                    append(Move(item, scope, etype, None))
                     continue
-                cid = st.cluster_name(no)
-                m = st.members[st.slot_of[no]][item]
-                res.moves.append(
-                    Move(item, st.name, etype, cid, m.document_id, m.event_time, sims.get(item))
-                )
-                touched.add(cid)
+                m = members[slot_of[no]][item]
+                append(Move(item, scope, etype, name(no), m.document_id, m.event_time, sim(item)))
+                entered.add(no)
+            touched.update(st.cluster_names(list(entered)))
             for cid in sorted(touched):
                 res.clusters.append(_cluster_state(st, cid, cid in merged_away))
         return res
