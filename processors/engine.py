@@ -143,8 +143,15 @@ class Engine:
             sequence=np.zeros(n, np.int64),
         )
         left: dict[str, set[str]] = {}
-        for it in item_ids:
-            self._remove(it, res, left)
+        # items some scope already holds are removed first, in input order; most items are
+        # new, so one set intersection per scope finds the few to look at
+        known: set[str] = set()
+        for st in self.scopes.values():
+            known.update(st.item_slot.keys() & item_ids)
+        if known:
+            for it in item_ids:
+                if it in known:
+                    self._remove(it, res, left)
         for key, rows in groups.items():
             st = self._scope(key, x32.shape[1])
             self._run_scope(st, np.asarray(rows), x32, item_ids, docs, times, facets, res)
@@ -154,8 +161,15 @@ class Engine:
         """Remove items (upstream tombstones); unknown ids are ignored."""
         res = BatchResult()
         left: dict[str, set[str]] = {}
-        for it in item_ids:
-            self._remove(it, res, left)
+        # items some scope already holds are removed first, in input order; most items are
+        # new, so one set intersection per scope finds the few to look at
+        known: set[str] = set()
+        for st in self.scopes.values():
+            known.update(st.item_slot.keys() & item_ids)
+        if known:
+            for it in item_ids:
+                if it in known:
+                    self._remove(it, res, left)
         return self._finish(res, left)
 
     def flush(self) -> BatchResult:
