@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-import numpy.typing as npt
 
 from processors.scope import ACTIVE, ScopeState
 
@@ -115,29 +114,27 @@ def merge_touched(scope: ScopeState) -> None:
         r_, c_ = np.nonzero(near)
         if not r_.size:
             return
-        rows: list[int] = []
-        col_parts: list[npt.NDArray[np.int64]] = []
-        val_parts: list[npt.NDArray[np.float64]] = []
-        starts = np.flatnonzero(np.concatenate(([True], r_[1:] != r_[:-1])))
-        for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), r_.size], strict=True):
-            r = int(r_[lo])
-            ra = rows_in[r]
-            cols = c_[lo:hi]
-            one = (ls[cols] @ ls[ra]) * inv_w[cols]
-            one *= inv_w[ra]
-            hit = one >= thr
-            if hit.any():
-                rows.extend([r] * int(hit.sum()))
-                col_parts.append(cols[hit])
-                val_parts.append(one[hit])
-        if not rows:
+        # one exact product per row, over exactly the columns its bound kept (the BLAS
+        # result of a row depends on the set it is computed in); the scaling and the
+        # threshold are elementwise, so they run once for all rows
+        starts = np.flatnonzero(np.concatenate(([True], r_[1:] != r_[:-1]))).tolist()
+        ends = [*starts[1:], r_.size]
+        ra_of = ri[r_]
+        ra_l = ra_of.tolist()
+        dots = np.empty(r_.size)
+        for lo, hi in zip(starts, ends, strict=True):
+            dots[lo:hi] = ls[c_[lo:hi]] @ ls[ra_l[lo]]
+        one = dots * inv_w[c_]
+        one *= inv_w[ra_of]
+        hit = one >= thr
+        if not hit.any():
             return
-        cols = np.concatenate(col_parts)
-        vals = np.concatenate(val_parts).tolist()
+        ras = ra_of[hit].tolist()
+        cols_l = c_[hit].tolist()
+        vals = one[hit].tolist()
         # every version is 0 before the first fold; one heapify pops in the same order as
         # pushing the entries one by one (equal entries are indistinguishable)
-        for r, c, v in zip(rows, cols.tolist(), vals, strict=True):
-            ra = rows_in[r]
+        for ra, c, v in zip(ras, cols_l, vals, strict=True):
             ca, cb = cids[ra], cids[c]
             if ca < cb:
                 heap.append((-v, ca, cb, 0, 0, ra, c))
