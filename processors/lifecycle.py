@@ -87,13 +87,13 @@ def merge_touched(scope: ScopeState) -> None:
         """`first_links([ra])`, lean: after each merge, for the absorber."""
         near = (cent @ cent[ra]) * coh
         near[ra] = -np.inf
-        cols = np.flatnonzero(near >= (thr - 1e-3) / coh[ra])
+        (cols,) = (near >= (thr - 1e-3) / coh[ra]).nonzero()
         if not cols.size:
             return
         one = (ls[cols] @ ls[ra]) * inv_w[cols]
         one *= inv_w[ra]
-        hit = one >= thr
-        if not hit.any():
+        (hit,) = (one >= thr).nonzero()
+        if not hit.size:
             return
         ca, va = cids[ra], ver[ra]
         for c, v in zip(cols[hit].tolist(), one[hit].tolist(), strict=True):
