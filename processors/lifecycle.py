@@ -126,12 +126,22 @@ def merge_touched(scope: ScopeState) -> None:
             dots[lo:hi] = ls[c_[lo:hi]] @ ls[ra_l[lo]]
         one = dots * inv_w[c_]
         one *= inv_w[ra_of]
-        hit = one >= thr
-        if not hit.any():
+        (hit,) = (one >= thr).nonzero()
+        if not hit.size:
             return
-        ras = ra_of[hit].tolist()
-        cols_l = c_[hit].tolist()
-        vals = one[hit].tolist()
+        ra_h, c_h, v_h = ra_of[hit], c_[hit], one[hit]
+        # a pair of two touched clusters comes once from each side, with links that may
+        # differ in the last bits: the higher pops first, and whether it is stale or folds
+        # the pair, the other is stale when it pops (same versions), so only the higher stays
+        lo, hi = np.minimum(ra_h, c_h), np.maximum(ra_h, c_h)
+        order = np.lexsort((-v_h, hi, lo))
+        lo, hi = lo[order], hi[order]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+        keep = order[first]
+        ras = ra_h[keep].tolist()
+        cols_l = c_h[keep].tolist()
+        vals = v_h[keep].tolist()
         # every version is 0 before the first fold; one heapify pops in the same order as
         # pushing the entries one by one (equal entries are indistinguishable)
         for ra, c, v in zip(ras, cols_l, vals, strict=True):
