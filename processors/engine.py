@@ -143,8 +143,15 @@ class Engine:
             sequence=np.zeros(n, np.int64),
         )
         left: dict[str, set[str]] = {}
-        for it in item_ids:
-            self._remove(it, res, left)
+        # items some scope already holds are removed first, in input order; most items are
+        # new, so one set intersection per scope finds the few to look at
+        known: set[str] = set()
+        for st in self.scopes.values():
+            known.update(st.item_slot.keys() & item_ids)
+        if known:
+            for it in item_ids:
+                if it in known:
+                    self._remove(it, res, left)
         for key, rows in groups.items():
             st = self._scope(key, x32.shape[1])
             self._run_scope(st, np.asarray(rows), x32, item_ids, docs, times, facets, res)
@@ -154,8 +161,15 @@ class Engine:
         """Remove items (upstream tombstones); unknown ids are ignored."""
         res = BatchResult()
         left: dict[str, set[str]] = {}
-        for it in item_ids:
-            self._remove(it, res, left)
+        # items some scope already holds are removed first, in input order; most items are
+        # new, so one set intersection per scope finds the few to look at
+        known: set[str] = set()
+        for st in self.scopes.values():
+            known.update(st.item_slot.keys() & item_ids)
+        if known:
+            for it in item_ids:
+                if it in known:
+                    self._remove(it, res, left)
         return self._finish(res, left)
 
     def flush(self) -> BatchResult:
@@ -238,9 +252,15 @@ class Engine:
             res.new_cluster[seg] = out_new
             res.status[seg] = out_status
             res.sequence[seg] = np.arange(start_seq, start_seq + seg.size)
-            for i, no in zip(seg.tolist(), out_no.tolist(), strict=True):
-                res.cluster_ids[i] = st.cluster_name(no)
-                res.scopes[i] = st.name
+            names = st.cluster_names(out_no.tolist())
+            lo, hi = int(seg[0]), int(seg[-1]) + 1
+            if hi - lo == seg.size:  # rows of one scope are increasing: a run of the batch
+                res.cluster_ids[lo:hi] = names
+                res.scopes[lo:hi] = [st.name] * seg.size
+            else:
+                for i, name in zip(seg.tolist(), names, strict=True):
+                    res.cluster_ids[i] = name
+                    res.scopes[i] = st.name
             pos += seg.size
             if due or st.seq % tick == 0:
                 self._maintain(st, res)
@@ -310,17 +330,18 @@ class Engine:
             touched = named.get(st.name, set()) | (left or {}).get(st.name, set())
             if not moves and not touched:
                 continue
-            etype = st.key.embedding_type
+            etype, scope = st.key.embedding_type, st.name
+            members, slot_of, name, sim = st.members, st.slot_of, st.cluster_name, sims.get
+            append = res.moves.append
+            entered: set[int] = set()
             for item, no in moves.items():
                 if no < 0:
-                    res.moves.append(Move(item, st.name, etype, None))
+                    append(Move(item, scope, etype, None))
                     continue
-                cid = st.cluster_name(no)
-                m = st.members[st.slot_of[no]][item]
-                res.moves.append(
-                    Move(item, st.name, etype, cid, m.document_id, m.event_time, sims.get(item))
-                )
-                touched.add(cid)
+                m = members[slot_of[no]][item]
+                append(Move(item, scope, etype, name(no), m.document_id, m.event_time, sim(item)))
+                entered.add(no)
+            touched.update(st.cluster_names(list(entered)))
             for cid in sorted(touched):
                 res.clusters.append(_cluster_state(st, cid, cid in merged_away))
         return res

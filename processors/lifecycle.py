@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-import numpy.typing as npt
 
 from processors.scope import ACTIVE, ScopeState
 
@@ -58,8 +57,10 @@ def merge_touched(scope: ScopeState) -> None:
     touched = [s for s in touched if scope.cid[s] >= 0]
     if not touched or scope.n_used < 2:
         return
-    version: dict[int, int] = {}
-    heap: list[tuple[float, int, int, int, int]] = []
+    # heap entries (-link, id_a, id_b, version_a, version_b, row_a, row_b) with id_a < id_b:
+    # the rows only carry the pair (the ids decide every tie); an entry is stale once a row's
+    # version moved, which happens to the absorber and to the absorbed cluster of each fold
+    heap: list[tuple[float, int, int, int, int, int, int]] = []
 
     # the live clusters as of the tick, in slot order, as compact rows: merges only remove
     # clusters (their 1/w becomes 0, hence similarity 0, below any positive threshold) and
@@ -73,6 +74,7 @@ def merge_touched(scope: ScopeState) -> None:
     inv_w = 1.0 / scope.w[live]
     cids = cid[live].tolist()  # ids of live clusters never change while merging
     slot_l = live.tolist()
+    ver = [0] * live.size
     push = heapq.heappush
 
     # a bound on each average link from the float32 centroids, to skip most of the exact
@@ -82,27 +84,26 @@ def merge_touched(scope: ScopeState) -> None:
     coh = scope.norm[live] * inv_w
 
     def push_one(ra: int) -> None:
-        """`push_neighbours([ra])`, lean: after each merge, for the absorber."""
+        """`first_links([ra])`, lean: after each merge, for the absorber."""
         near = (cent @ cent[ra]) * coh
         near[ra] = -np.inf
-        cols = np.flatnonzero(near >= (thr - 1e-3) / coh[ra])
+        (cols,) = (near >= (thr - 1e-3) / coh[ra]).nonzero()
         if not cols.size:
             return
         one = (ls[cols] @ ls[ra]) * inv_w[cols]
         one *= inv_w[ra]
-        hit = one >= thr
-        if not hit.any():
+        (hit,) = (one >= thr).nonzero()
+        if not hit.size:
             return
-        a, ca = slot_l[ra], cids[ra]
-        va = version.get(a, 0)
+        ca, va = cids[ra], ver[ra]
         for c, v in zip(cols[hit].tolist(), one[hit].tolist(), strict=True):
-            b, cb = slot_l[c], cids[c]
+            cb = cids[c]
             if ca < cb:
-                push(heap, (-v, ca, cb, va, version.get(b, 0)))
+                push(heap, (-v, ca, cb, va, ver[c], ra, c))
             else:
-                push(heap, (-v, cb, ca, version.get(b, 0), va))
+                push(heap, (-v, cb, ca, ver[c], va, c, ra))
 
-    def push_neighbours(rows_in: list[int]) -> None:
+    def first_links(rows_in: list[int]) -> None:
         # the float32 bound for every pair, then the exact average-link (float64 sums) of
         # each cluster against only those that can reach the threshold
         ri = np.asarray(rows_in, dtype=np.int64)
@@ -113,47 +114,57 @@ def merge_touched(scope: ScopeState) -> None:
         r_, c_ = np.nonzero(near)
         if not r_.size:
             return
-        rows: list[int] = []
-        col_parts: list[npt.NDArray[np.int64]] = []
-        val_parts: list[npt.NDArray[np.float64]] = []
-        starts = np.flatnonzero(np.concatenate(([True], r_[1:] != r_[:-1])))
-        for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), r_.size], strict=True):
-            r = int(r_[lo])
-            ra = rows_in[r]
-            cols = c_[lo:hi]
-            one = (ls[cols] @ ls[ra]) * inv_w[cols]
-            one *= inv_w[ra]
-            hit = one >= thr
-            if hit.any():
-                rows.extend([r] * int(hit.sum()))
-                col_parts.append(cols[hit])
-                val_parts.append(one[hit])
-        if not rows:
+        # one exact product per row, over exactly the columns its bound kept (the BLAS
+        # result of a row depends on the set it is computed in); the scaling and the
+        # threshold are elementwise, so they run once for all rows
+        starts = np.flatnonzero(np.concatenate(([True], r_[1:] != r_[:-1]))).tolist()
+        ends = [*starts[1:], r_.size]
+        ra_of = ri[r_]
+        ra_l = ra_of.tolist()
+        dots = np.empty(r_.size)
+        for lo, hi in zip(starts, ends, strict=True):
+            dots[lo:hi] = ls[c_[lo:hi]] @ ls[ra_l[lo]]
+        one = dots * inv_w[c_]
+        one *= inv_w[ra_of]
+        (hit,) = (one >= thr).nonzero()
+        if not hit.size:
             return
-        cols = np.concatenate(col_parts)
-        vals = np.concatenate(val_parts).tolist()
-        for r, c, v in zip(rows, cols.tolist(), vals, strict=True):
-            ra = rows_in[r]
-            a, b = slot_l[ra], slot_l[c]
+        ra_h, c_h, v_h = ra_of[hit], c_[hit], one[hit]
+        # a pair of two touched clusters comes once from each side, with links that may
+        # differ in the last bits: the higher pops first, and whether it is stale or folds
+        # the pair, the other is stale when it pops (same versions), so only the higher stays
+        lo, hi = np.minimum(ra_h, c_h), np.maximum(ra_h, c_h)
+        order = np.lexsort((-v_h, hi, lo))
+        lo, hi = lo[order], hi[order]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+        keep = order[first]
+        ras = ra_h[keep].tolist()
+        cols_l = c_h[keep].tolist()
+        vals = v_h[keep].tolist()
+        # every version is 0 before the first fold; one heapify pops in the same order as
+        # pushing the entries one by one (equal entries are indistinguishable)
+        for ra, c, v in zip(ras, cols_l, vals, strict=True):
             ca, cb = cids[ra], cids[c]
             if ca < cb:
-                push(heap, (-v, ca, cb, version.get(a, 0), version.get(b, 0)))
+                heap.append((-v, ca, cb, 0, 0, ra, c))
             else:
-                push(heap, (-v, cb, ca, version.get(b, 0), version.get(a, 0)))
+                heap.append((-v, cb, ca, 0, 0, c, ra))
+        heapq.heapify(heap)
 
-    push_neighbours(row_of[touched].tolist())
+    first_links(row_of[touched].tolist())
+    pop = heapq.heappop
     while heap:
-        _, ca, cb, va, vb = heapq.heappop(heap)
-        a = scope.slot_of.get(ca)
-        b = scope.slot_of.get(cb)
-        if a is None or b is None:
+        _, _, _, va, vb, ra, rb = pop(heap)
+        if ver[ra] != va or ver[rb] != vb:
             continue
-        if version.get(a, 0) != va or version.get(b, 0) != vb:
-            continue
+        a, b = slot_l[ra], slot_l[rb]
         absorber = scope.fold(a, b, reason="average_link")
-        version[absorber] = version.get(absorber, 0) + 1
-        ra = int(row_of[absorber])
-        gone = row_of[a + b - absorber]
+        if absorber == b:
+            ra, rb = rb, ra
+        ver[ra] += 1
+        ver[rb] += 1
+        gone = rb
         inv_w[gone] = 0.0
         coh[gone] = 0.0
         inv_w[ra] = 1.0 / scope.w[absorber]

@@ -40,6 +40,7 @@ _EVENT_NS = uuid.UUID("3f0e6b1c-3d4e-5a7b-9c8d-0e1f2a3b4c5d")
 _NS_BYTES = _EVENT_NS.bytes
 
 
+_NAME_CACHE = 1 << 16
 _EVENT_FIELDS = frozenset(ChangeEvent.model_fields)
 
 
@@ -100,6 +101,7 @@ class ScopeState:
         self._grow(64)
         self.item_slot: dict[str, int] = {}
         self.slot_of: dict[int, int] = {}
+        self._names: dict[int, str] = {}  # cluster number -> id, a cache (hot: every item)
         self.seq = 0
         self.watermark = -math.inf
         self.last_tick_time: float | None = None  # event time of the last maintenance
@@ -204,7 +206,21 @@ class ScopeState:
         return self.cluster_name(int(self.cid[slot]))
 
     def cluster_name(self, number: int) -> str:
-        return f"{self.prefix}-{number:06d}"
+        name = self._names.get(number)
+        if name is None:
+            name = self._new_name(number)
+        return name
+
+    def cluster_names(self, numbers: list[int]) -> list[str]:
+        get = self._names.get
+        return [get(no) or self._new_name(no) for no in numbers]
+
+    def _new_name(self, number: int) -> str:
+        names = self._names
+        if len(names) >= _NAME_CACHE:
+            names.clear()  # ids of retired clusters would otherwise pile up
+        name = names[number] = f"{self.prefix}-{number:06d}"
+        return name
 
     def slot_for(self, cluster_id: str) -> int | None:
         """The slot of a live cluster of this scope by its id; None when it is gone."""
@@ -352,11 +368,8 @@ class ScopeState:
         moved = self.members[b]
         if moved:
             self.members[a].update(moved)
-            new_no = int(cid[a])
-            item_slot, moves = self.item_slot, self.moves
-            for item in moved:
-                item_slot[item] = a
-                moves[item] = new_no
+            self.item_slot.update(dict.fromkeys(moved, a))
+            self.moves.update(dict.fromkeys(moved, int(cid[a])))
             self.members[b] = {}
         fb_counts = self.facets[b]
         if not fb_counts.empty():
@@ -376,23 +389,30 @@ class ScopeState:
     def _fold_reservoirs(self, a: int, b: int) -> None:
         """The newest members of both rings, oldest first (the next write replaces it)."""
         r = self.cfg.reservoir_size
-        res_time, res_vec = self.res_time, self.res_vec
-        entries = []
-        for s in (a, b):
-            ts = res_time[s].tolist()
-            entries.extend(
-                [(-ts[p], item, s, p) for p, item in enumerate(self.res_ids[s]) if item is not None]
-            )
+        res_time, res_vec, res_ids = self.res_time, self.res_vec, self.res_ids
+        # (-time, item, flat ring position): the order of (-time, item, slot, position)
+        entries = [
+            (-t, item, a * r + p)
+            for p, (item, t) in enumerate(zip(res_ids[a], res_time[a].tolist(), strict=True))
+            if item is not None
+        ]
+        entries += [
+            (-t, item, b * r + p)
+            for p, (item, t) in enumerate(zip(res_ids[b], res_time[b].tolist(), strict=True))
+            if item is not None
+        ]
         entries.sort()
         keep = entries[:r][::-1]
         k = len(keep)
         if k:
             # the gather copies before the write, so rows of `a` itself move safely
-            res_vec[a, :k] = res_vec[[e[2] for e in keep], [e[3] for e in keep]]
+            rows = res_vec.reshape(-1, self.dim)  # a view: the table is contiguous
+            res_vec[a, :k] = rows.take([e[2] for e in keep], axis=0)
             res_time[a, :k] = [-e[0] for e in keep]
-        res_vec[a, k:] = 0.0
-        res_time[a, k:] = 0.0
-        self.res_ids[a] = [e[1] for e in keep] + [None] * (r - k)
+        if k < r:
+            res_vec[a, k:] = 0.0
+            res_time[a, k:] = 0.0
+        res_ids[a] = [e[1] for e in keep] + [None] * (r - k)
         self.res_next[a] = k
 
     def unfold(

@@ -17,9 +17,10 @@ written, published, replayed or skipped is made here. Per micro-batch:
    idempotent producer, and wait for delivery. A failure raises: the process restarts and
    the take-over republishes (below), nothing is committed twice. Snapshots are owed per
    partition (`PartitionRun.dirty`) and rendered at most once per snapshot interval, with
-   every checkpoint, and when the input pauses (their summaries commit with them, fenced);
-   a replay marks what it touches as owed, so a restart from a checkpoint (which waited for
-   the snapshots owed before it) owes again every snapshot the stop lost.
+   every checkpoint, when the input pauses and at a graceful stop (their summaries commit
+   with them, fenced); a replay marks what it touches as owed, so a restart from a
+   checkpoint (which waited for the snapshots owed before it) owes again every snapshot
+   a crash lost.
 6. Mark the outbox rows sent: their ids ride with the next commit (or the idle settle).
 7. Commit the consumer positions to Kafka (`after_publish`): only for lag tools; the truth
    is the offset in PostgreSQL.

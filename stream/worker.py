@@ -377,10 +377,11 @@ class Worker:
         run.snapshot_at = time.monotonic()
         return out
 
-    def _idle_snapshots(self) -> None:
-        """The input paused: the snapshots owed are published now, with their summaries in
-        a fenced transaction of their own (the offsets unchanged)."""
-        due = [p for p, run in self.runs.items() if self._snapshot_due(run, False)]
+    def _idle_snapshots(self, every: bool = False) -> None:
+        """The input paused (or, with `every`, the worker is closing): the snapshots owed
+        are published now, with their summaries in a fenced transaction of their own (the
+        offsets unchanged)."""
+        due = [p for p, run in self.runs.items() if self._snapshot_due(run, every)]
         if not due:
             return
         write = BatchWrite(self.s.group_id)
@@ -509,6 +510,13 @@ class Worker:
         return bool(self.runs) and pg_ok, detail
 
     def close(self) -> None:
+        """A graceful stop publishes the snapshots still owed, so that Stage 5 does not wait
+        for the next owner's replay to see the last changes (if that fails, the replay
+        still marks them owed again: nothing is lost, only later)."""
+        try:
+            self._idle_snapshots(every=True)
+        except Exception as exc:  # closing goes on; the replay marks them owed again
+            log.warning("owed snapshots not published at close (%r); the next owner will", exc)
         self.consumer.close()
         self.producer.flush(10)
 

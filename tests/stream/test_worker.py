@@ -139,3 +139,49 @@ def test_snapshots_are_owed_over_the_interval_then_published_with_their_summarie
             assert published == json.loads(r["summary"])
     finally:
         svc.close()
+
+
+def test_a_graceful_close_publishes_the_snapshots_still_owed(env: Env) -> None:
+    """Closing within the snapshot interval: the clusters changed since the last snapshots
+    go out at close (topic and summaries), not only after the next owner's replay."""
+    s = replace(env.settings, snapshot_interval_ms=600_000, checkpoint_items=100_000)
+    svc = Service(s, EngineConfig(), role="all", serve_http=False)
+    svc.start()
+    assert svc.router is not None and svc.worker is not None
+    router, worker = svc.router, svc.worker
+    closed = False
+    try:
+
+        def step_until(n: int) -> bool:
+            router.poll()
+            worker.poll()
+            return len(env.memberships()) >= n
+
+        env.produce(_vector_events(env, 90, seed=1))
+        wait_until(lambda: step_until(90), 90, "the first 90 items committed", 0)
+        env.produce(_vector_events(env, 90, seed=2))
+        wait_until(lambda: step_until(180), 90, "180 items committed", 0)
+        owed = {cid for run in worker.runs.values() for cid in run.dirty}
+        assert owed, "the second wave's clusters wait for the interval"
+        published_before = len(env.consume_all(s.clusters_topic, 1))
+        svc.close()
+        closed = True
+        rows = {
+            r["id"]: json.loads(r["summary"])
+            for r in env.sql(
+                "SELECT id, summary::text AS summary FROM clusters"
+                " WHERE status = 'active' AND summary IS NOT NULL"
+            )
+        }
+        active_owed = owed & set(rows)
+        assert active_owed, "some owed clusters are active"
+        latest: dict[str, ClusterResult] = {}
+        for m in env.consume_all(s.clusters_topic, published_before + len(active_owed)):
+            if m.value() is not None:
+                latest[m.key().decode()] = ClusterResult.model_validate_json(m.value())
+        for cid in active_owed:
+            published = latest[cid].model_dump(mode="json", exclude=set(SUMMARY_EXCLUDE))
+            assert published == rows[cid], f"{cid}: the topic has its snapshot of close"
+    finally:
+        if not closed:
+            svc.close()
