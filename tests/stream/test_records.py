@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,3 +31,14 @@ def test_delete_round_trip() -> None:
 def test_foreign_bytes_are_rejected(value: bytes) -> None:
     with pytest.raises(Exception):  # noqa: B017 - the worker dead-letters whatever it raises
         records.decode(value)
+
+
+def test_event_bytes_are_the_same_whatever_the_vector_dtype_or_layout() -> None:
+    """The encoder takes little-endian float32 bytes as they are: the same bytes as a copy."""
+    v = np.random.default_rng(1).standard_normal(8).astype(np.float32)
+    want = records.encode_event(records.Routed("i", None, "event", "m", 1.0, {}, v))
+    others: list[Any] = [v.astype(">f4"), v.astype(np.float64), np.repeat(v, 2)[::2]]
+    for same in others:
+        ev = records.Routed("i", None, "event", "m", 1.0, {}, same)
+        assert records.encode_event(ev) == want
+    assert want[:4] == b"S4v1" and want[-32:] == v.astype("<f4").tobytes()
