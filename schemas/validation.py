@@ -102,6 +102,9 @@ def decode_vector(raw: Any, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatA
     return check_vector(vec, limits)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_vector(vec: FloatArray, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatArray:
     """Reject empty, oversize, non-finite and zero vectors; re-normalise off-norm ones."""
     if vec.ndim != 1 or vec.size == 0:
@@ -122,7 +125,10 @@ def check_vector(vec: FloatArray, limits: ValidationLimits = DEFAULT_LIMITS) -> 
     if norm == 0.0:
         raise InputError("zero_vector", "vector has zero length and no direction")
     if abs(norm - 1.0) > limits.norm_tolerance:
-        vec = (vec / norm).astype(np.float32)
+        # a norm past float32's range would become inf in `vec / norm` (a float32 division)
+        # and turn the vector into zeros; such vectors are divided in float64
+        big = norm > FLOAT32_MAX
+        vec = ((v64 if big else vec) / norm).astype(np.float32)
     return vec
 
 

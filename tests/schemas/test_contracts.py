@@ -366,3 +366,11 @@ def test_a_real_output_line_has_the_seed_cluster_result_shape() -> None:
         o for o in by_type["document"] if "diplomatic" in o["metadata"]["dominant_categories"]
     )
     assert docs["metadata"]["dominant_categories"][0] in ("diplomatic", "world")
+
+
+def test_vectors_whose_norm_passes_float32_range_are_renormalised_not_zeroed():
+    """384 values of 3e38 are finite, but their norm (~5.9e39) is not a float32: divided in
+    float32 it became inf and the vector all zeros, which the engine then took."""
+    v = decode_vector([3e38] * 384)
+    assert np.isclose(np.linalg.norm(v.astype(np.float64)), 1.0)
+    assert np.allclose(v, 1 / np.sqrt(384))
