@@ -143,15 +143,7 @@ class Engine:
             sequence=np.zeros(n, np.int64),
         )
         left: dict[str, set[str]] = {}
-        # items some scope already holds are removed first, in input order; most items are
-        # new, so one set intersection per scope finds the few to look at
-        known: set[str] = set()
-        for st in self.scopes.values():
-            known.update(st.item_slot.keys() & item_ids)
-        if known:
-            for it in item_ids:
-                if it in known:
-                    self._remove(it, res, left)
+        self._remove_known(item_ids, res, left)
         for key, rows in groups.items():
             st = self._scope(key, x32.shape[1])
             self._run_scope(st, np.asarray(rows), x32, item_ids, docs, times, facets, res)
@@ -161,15 +153,7 @@ class Engine:
         """Remove items (upstream tombstones); unknown ids are ignored."""
         res = BatchResult()
         left: dict[str, set[str]] = {}
-        # items some scope already holds are removed first, in input order; most items are
-        # new, so one set intersection per scope finds the few to look at
-        known: set[str] = set()
-        for st in self.scopes.values():
-            known.update(st.item_slot.keys() & item_ids)
-        if known:
-            for it in item_ids:
-                if it in known:
-                    self._remove(it, res, left)
+        self._remove_known(list(item_ids), res, left)
         return self._finish(res, left)
 
     def flush(self) -> BatchResult:
@@ -197,6 +181,19 @@ class Engine:
             res.changes.extend(st.events)
             st.events.clear()
         return self._finish(res)
+
+    def _remove_known(
+        self, item_ids: list[str], res: BatchResult, left: dict[str, set[str]]
+    ) -> None:
+        """Remove, in input order, the items some scope holds: most items of a batch are new,
+        so one set intersection per scope finds the few to look at."""
+        known: set[str] = set()
+        for st in self.scopes.values():
+            known.update(st.item_slot.keys() & item_ids)
+        if known:
+            for it in item_ids:
+                if it in known:
+                    self._remove(it, res, left)
 
     def _remove(self, item_id: str, res: BatchResult, left: dict[str, set[str]]) -> None:
         st = self._find(item_id)

@@ -246,6 +246,17 @@ def test_deletion_leaves_no_trace(small_stream):
     assert again.changes == [] and again.moves == [] and again.clusters == []
 
 
+def test_forget_takes_any_iterable_of_ids(small_stream):
+    """`forget(item_ids: Iterable[str])`: a generator is read once, so the ids must be taken
+    before the lookup of which scope holds them."""
+    x, _ = small_stream
+    eng, _, _ = run(x[:200], 50)
+    victims = ["i150", "i151"]
+    res = eng.forget(v for v in victims)
+    assert sorted(m.item_id for m in res.moves) == victims
+    assert not set(victims) & set(memberships(eng))
+
+
 def test_deleting_every_member_retires_the_cluster():
     x, _ = blobs(5, 8, 1, seed=1, spread=0.01)
     eng = Engine(CFG)
