@@ -96,6 +96,26 @@ def test_a_zombie_worker_is_fenced_and_reloads_from_postgres(env: Env) -> None:
         svc.close()
 
 
+def _two_waves_owing_snapshots(env: Env, svc: Service) -> set[str]:
+    """Two waves of 90 events, committed batch by batch within a long snapshot interval:
+    returns the clusters whose snapshots are owed (touched since their last one)."""
+    assert svc.router is not None and svc.worker is not None
+    router, worker = svc.router, svc.worker
+
+    def step_until(n: int) -> bool:
+        router.poll()
+        worker.poll()
+        return len(env.memberships()) >= n
+
+    env.produce(_vector_events(env, 90, seed=1))
+    wait_until(lambda: step_until(90), 90, "the first 90 items committed", 0)
+    env.produce(_vector_events(env, 90, seed=2))
+    wait_until(lambda: step_until(180), 90, "180 items committed", 0)
+    owed = {cid for run in worker.runs.values() for cid in run.dirty}
+    assert owed, "the second wave's clusters wait for the interval"
+    return owed
+
+
 def test_snapshots_are_owed_over_the_interval_then_published_with_their_summaries(
     env: Env,
 ) -> None:
@@ -107,20 +127,9 @@ def test_snapshots_are_owed_over_the_interval_then_published_with_their_summarie
     svc = Service(s, EngineConfig(), role="all", serve_http=False)
     svc.start()
     assert svc.router is not None and svc.worker is not None
-    router, worker = svc.router, svc.worker
+    worker = svc.worker
     try:
-
-        def step_until(n: int) -> bool:
-            router.poll()
-            worker.poll()
-            return len(env.memberships()) >= n
-
-        env.produce(_vector_events(env, 90, seed=1))
-        wait_until(lambda: step_until(90), 90, "the first 90 items committed", 0)
-        env.produce(_vector_events(env, 90, seed=2))
-        wait_until(lambda: step_until(180), 90, "180 items committed", 0)
-        owed = {cid for run in worker.runs.values() for cid in run.dirty}
-        assert owed, "the second wave's clusters wait for the interval"
+        owed = _two_waves_owing_snapshots(env, svc)
 
         worker.s = replace(s, snapshot_interval_ms=0)
         wait_until(lambda: worker.poll() == 0 and not any(r.dirty for r in worker.runs.values()),
@@ -148,21 +157,9 @@ def test_a_graceful_close_publishes_the_snapshots_still_owed(env: Env) -> None:
     svc = Service(s, EngineConfig(), role="all", serve_http=False)
     svc.start()
     assert svc.router is not None and svc.worker is not None
-    router, worker = svc.router, svc.worker
     closed = False
     try:
-
-        def step_until(n: int) -> bool:
-            router.poll()
-            worker.poll()
-            return len(env.memberships()) >= n
-
-        env.produce(_vector_events(env, 90, seed=1))
-        wait_until(lambda: step_until(90), 90, "the first 90 items committed", 0)
-        env.produce(_vector_events(env, 90, seed=2))
-        wait_until(lambda: step_until(180), 90, "180 items committed", 0)
-        owed = {cid for run in worker.runs.values() for cid in run.dirty}
-        assert owed, "the second wave's clusters wait for the interval"
+        owed = _two_waves_owing_snapshots(env, svc)
         published_before = len(env.consume_all(s.clusters_topic, 1))
         svc.close()
         closed = True
