@@ -249,18 +249,21 @@ class _Pass:
         )
         return self._add("outbox", status)
 
+    async def _batch_ids(self, query: str, scope: str, cutoff: float) -> list[Any]:
+        """The ids of the next batch (`query` selects id by scope $1 and cutoff $2, oldest
+        first), locked; rows another transaction holds are skipped, left for the next run."""
+        rows = await self.conn.fetch(
+            f"{query} LIMIT $3 FOR UPDATE SKIP LOCKED", scope, cutoff, self.p.batch_rows
+        )
+        return [r["id"] for r in rows]
+
     async def _clusters(self, scope: str, cutoff: float) -> int:
-        ids = [
-            r["id"]
-            for r in await self.conn.fetch(
-                "SELECT id FROM clusters WHERE cluster_type = $1"
-                f" AND status IN {ENDED} AND ended_event_time <= $2"
-                " ORDER BY ended_event_time LIMIT $3 FOR UPDATE SKIP LOCKED",
-                scope,
-                cutoff,
-                self.p.batch_rows,
-            )
-        ]
+        ids = await self._batch_ids(
+            "SELECT id FROM clusters WHERE cluster_type = $1"
+            f" AND status IN {ENDED} AND ended_event_time <= $2 ORDER BY ended_event_time",
+            scope,
+            cutoff,
+        )
         if not ids:
             return 0
         self._add(
@@ -289,16 +292,12 @@ class _Pass:
         )
 
     async def _runs(self, scope: str, cutoff: float) -> int:
-        ids = [
-            r["id"]
-            for r in await self.conn.fetch(
-                "SELECT id FROM reconsolidation_runs WHERE cluster_type = $1 AND event_time <= $2"
-                " ORDER BY event_time LIMIT $3 FOR UPDATE SKIP LOCKED",
-                scope,
-                cutoff,
-                self.p.batch_rows,
-            )
-        ]
+        ids = await self._batch_ids(
+            "SELECT id FROM reconsolidation_runs WHERE cluster_type = $1 AND event_time <= $2"
+            " ORDER BY event_time",
+            scope,
+            cutoff,
+        )
         if not ids:
             return 0
         self._add(

@@ -17,6 +17,7 @@ from schemas.outputs import ClusterResult
 from state.db import BatchWrite, OffsetRow, Store
 from state.results import cluster_row, event_row
 from stream.cli import main
+from stream.worker import Worker
 from tests.conftest import wait_until
 from tests.stream.conftest import Env
 
@@ -70,19 +71,7 @@ def _batch(eng: Engine, res: BatchResult) -> BatchWrite:
     published = {r.cluster_id: r for r in eng.clusters(touched) if r.status == "active"}
     for cs in res.clusters:
         assert cs.first_event_time is not None and cs.last_event_time is not None
-        write.clusters.append(
-            cluster_row(
-                cs.cluster_id,
-                cs.scope,
-                cs.embedding_type,
-                cs.status,
-                cs.size,
-                cs.weight,
-                (cs.first_event_time, cs.last_event_time),
-                cs.centroid,
-                published.get(cs.cluster_id),
-            )
-        )
+        write.clusters.append(Worker._cluster_row(cs, published.get(cs.cluster_id)))
     for mv in res.moves:
         assert mv.cluster_id is not None
         row = (mv.cluster_id, mv.scope, mv.embedding_type, mv.item_id, mv.document_id, 0.9,
