@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from processors import Batch, BatchResult, Engine, EngineConfig
 from schemas import InputError, ValidationLimits, decode_vector
 from schemas.export import DIR, MODELS, render
 from schemas.messages import decode_message
@@ -311,17 +312,12 @@ def _assert_shape(example: Any, real: Any, where: str) -> None:
             _iso_z(real)
 
 
-def test_a_real_output_line_has_the_seed_cluster_result_shape() -> None:
-    """Stage 3 documents through the real decode path and engine; every snapshot line, of
-    each of the four granularities, against seed 003 §3.5's example, §3.1's per-level keys
-    and the generated JSON Schema file."""
-    import jsonschema_rs
-
-    from processors import Batch, Engine, EngineConfig
-
+def engine_on_stage3_documents() -> tuple[Engine, BatchResult]:
+    """The seed's Stage 3 documents through the real decode path, learnt in one call as the
+    worker calls the engine (scope keys from the engine)."""
     events = [e for raw in _stage3_documents() for e in decode_message(raw)]
     eng = Engine(EngineConfig())
-    eng.learn(  # as the worker calls it
+    res = eng.learn(
         Batch(
             np.vstack([e.vector for e in events]),
             [e.item_id for e in events],
@@ -331,6 +327,16 @@ def test_a_real_output_line_has_the_seed_cluster_result_shape() -> None:
             [eng.scope_key(e.embedding_type, e.embedding_model, e.metadata) for e in events],
         )
     )
+    return eng, res
+
+
+def test_a_real_output_line_has_the_seed_cluster_result_shape() -> None:
+    """Stage 3 documents through the real decode path and engine; every snapshot line, of
+    each of the four granularities, against seed 003 §3.5's example, §3.1's per-level keys
+    and the generated JSON Schema file."""
+    import jsonschema_rs
+
+    eng, _ = engine_on_stage3_documents()
     lines = [c.model_dump_json() for c in eng.results()]
     validator = jsonschema_rs.validator_for(
         json.loads((DIR / "cluster_result.schema.json").read_text())

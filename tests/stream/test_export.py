@@ -12,13 +12,14 @@ import asyncpg
 import numpy as np
 import pytest
 
-from processors import Batch, BatchResult, Engine, EngineConfig
+from processors import BatchResult, Engine
 from schemas.outputs import ClusterResult
 from state.db import BatchWrite, OffsetRow, Store
 from state.results import cluster_row, event_row
 from stream.cli import main
 from stream.worker import Worker
 from tests.conftest import wait_until
+from tests.schemas.test_contracts import engine_on_stage3_documents
 from tests.stream.conftest import Env
 
 
@@ -43,25 +44,6 @@ def test_bad_arguments_give_one_line_and_exit_2(
 
 
 # --------------------------------------------------------------------------- real PostgreSQL
-def _engine_on_stage3_documents() -> tuple[Engine, BatchResult]:
-    from schemas.messages import decode_message
-    from tests.schemas.test_contracts import _stage3_documents
-
-    events = [e for raw in _stage3_documents() for e in decode_message(raw)]
-    eng = Engine(EngineConfig())
-    res = eng.learn(
-        Batch(
-            np.vstack([e.vector for e in events]),
-            [e.item_id for e in events],
-            np.asarray([e.event_time for e in events]),
-            [e.document_id for e in events],
-            [e.metadata for e in events],
-            [eng.scope_key(e.embedding_type, e.embedding_model, e.metadata) for e in events],
-        )
-    )
-    return eng, res
-
-
 def _batch(eng: Engine, res: BatchResult) -> BatchWrite:
     """What the worker writes for this call, through the same row functions: a row per
     touched cluster (the summary of those that are active), a membership per move."""
@@ -107,7 +89,7 @@ def test_export_gives_back_what_the_engine_made(
     fresh_database: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, dsn = fresh_database
-    eng, res = _engine_on_stage3_documents()
+    eng, res = engine_on_stage3_documents()
     write = _batch(eng, res)
     again = BatchWrite("g", events=write.events, offsets=[OffsetRow("t", 0, 2, 2, 1)])
     _commit(dsn, write, again)  # the change events a second time: idempotent on event_id
@@ -136,7 +118,7 @@ def test_a_cluster_that_ended_is_exported_with_its_last_state_and_no_members(
     fresh_database: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, dsn = fresh_database
-    eng, res = _engine_on_stage3_documents()
+    eng, res = engine_on_stage3_documents()
     write = _batch(eng, res)
     entity = next(r for r in eng.results() if r.cluster_type == "entity")
     ended = BatchWrite(
