@@ -165,14 +165,6 @@ async def run(
     return report
 
 
-async def run_dsn(dsn: str, policy: RetentionPolicy, dry_run: bool = False) -> RetentionReport:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await run(conn, policy, dry_run)
-    finally:
-        await conn.close()
-
-
 class _Pass:
     def __init__(
         self,

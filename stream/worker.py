@@ -304,11 +304,11 @@ class Worker:
         write: BatchWrite | None,
         pending: Pending,
     ) -> None:
-        topic, published = self.s.assignments_topic, run.offsets.published
+        topic, unpublished = self.s.assignments_topic, run.offsets.unpublished
         for res, msgs in results:
             values = assignment_values(res)
             for i, value in enumerate(values):
-                if int(msgs[i].offset() or 0) >= published:  # offsets.unpublished
+                if unpublished(int(msgs[i].offset() or 0)):
                     pending.out.append((topic, res.item_ids[i].encode(), value, None))
             if len(res.event_time):
                 self.newest_event_time = max(self.newest_event_time, float(res.event_time.max()))
