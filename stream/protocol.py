@@ -425,7 +425,7 @@ class BatchProtocol:
                 if time.monotonic() > deadline:
                     raise
                 log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
-                self.health.beat()
+                self.health.beat("cluster")
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:

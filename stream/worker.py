@@ -114,7 +114,7 @@ class Worker:
         clock.begin()
         wait = self.s.batch_timeout_ms / 1000 if timeout is None else timeout
         msgs = self.consumer.consume(self.s.batch_max, wait)
-        self.health.beat()
+        self.health.beat("cluster")
         good: dict[int, list[Message]] = {}
         for m in msgs:
             err = m.error()
