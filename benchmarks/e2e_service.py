@@ -135,6 +135,22 @@ def process_env(s: Settings) -> dict[str, str]:
     }
 
 
+def wait_routing(s: Settings, limit: float = 120.0) -> None:
+    """Until the router process has produced its first by-scope record."""
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"wm-{uuid.uuid4()}"})
+    deadline = time.monotonic() + limit
+    try:
+        while True:
+            tps = [TopicPartition(s.by_scope_topic, p) for p in range(s.partitions)]
+            if sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps) > 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the router process routed nothing")
+            time.sleep(0.005)
+    finally:
+        c.close()
+
+
 def router_process(s: Settings) -> subprocess.Popen[bytes]:
     """`clusterer worker --role router` for this benchmark's topics, in its own process."""
     env = process_env(s)
@@ -153,6 +169,8 @@ def throughput(
     assert svc.worker is not None
     warm_up(svc)
     router = router_process(s) if split else None
+    if router is not None:  # its start-up (imports, group join) is not the service's rate
+        wait_routing(s)
     base = assigned()
     wall0, tcpu0 = clock_totals(svc)
     cpu0, svc0, threads0 = own_cpu_seconds(), service_cpu_seconds(), thread_cpu_seconds()

@@ -15,7 +15,18 @@ written, published, replayed or skipped is made here. Per micro-batch:
    outbox rows the previous batch published (step 6).
 5. Publish (`publish`) the assignments, the outbox rows and the cluster snapshots with the
    idempotent producer, and wait for delivery. A failure raises: the process restarts and
-   the take-over republishes (below), nothing is committed twice. Snapshots are owed per
+   the take-over republishes (below), nothing is committed twice.
+
+   Steps 4 and 5 of a batch run in the committer thread (`submit`) while the loop consumes
+   and runs the engine over the next batch; before that batch is submitted, the loop
+   collects the one in flight (`collect`: its outcome, then steps 6 to 8). So one batch at a
+   time is in flight, batches commit in order, and the fence's expected offsets are taken
+   when a batch is submitted, after its predecessor committed. A fenced batch in flight
+   also drops the batch processed on top of it: the partitions of both are reloaded. Every
+   synchronous commit (`settle`, idle snapshots) and every rebalance waits for the batch in
+   flight first (`collect`).
+
+   Snapshots are owed per
    partition (`PartitionRun.dirty`) and rendered at most once per snapshot interval, with
    every checkpoint, when the input pauses and at a graceful stop (their summaries commit
    with them, fenced); a replay marks what it touches as owed, so a restart from a
@@ -55,8 +66,9 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
@@ -143,6 +155,16 @@ def _offset(m: Message) -> int:
     return int(m.offset() or 0)
 
 
+@dataclass
+class InFlight:
+    """The batch whose steps 4 and 5 run in the committer thread."""
+
+    done: Future[None]
+    write: BatchWrite
+    pending: Pending
+    partitions: list[int]
+
+
 class BatchProtocol:
     DB_CALL_TIMEOUT = 120.0  # one batch commit (or load) never waits longer than this
 
@@ -157,6 +179,7 @@ class BatchProtocol:
         producer: Producer,
         loop: asyncio.AbstractEventLoop,
         health: Health,
+        committer_store: Callable[[], Awaitable[Store]],
     ) -> None:
         self.group = group
         self.topic = topic
@@ -172,6 +195,11 @@ class BatchProtocol:
         self.sent_ids: list[str] = []  # published outbox rows, marked sent in the next commit
         self.postgres_ok = True
         self.db_since: float | None = None  # start of the database call in flight
+        # the committer thread: its own event loop and pool (a loop serves one thread)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="stage-commit")
+        self._committer_store = committer_store
+        self._side: tuple[asyncio.AbstractEventLoop, Store] | None = None
+        self.in_flight: InFlight | None = None
 
     # ------------------------------------------------------------------ take-over and replay
     def take_over(self, partition: int) -> int:
@@ -251,20 +279,94 @@ class BatchProtocol:
         return OffsetRow(self.topic, partition, next_offset, off.published, off.stored)
 
     def commit(self, write: BatchWrite, partitions: Iterable[int]) -> bool:
-        """Step 4 (with step 6 of the previous batch: `sent_ids`). False: fenced, the batch
-        is dropped and its partitions reloaded."""
-        write.sent_event_ids = self.sent_ids
+        """Step 4 in this thread (with step 6 of the previous batch: `sent_ids`), after the
+        batch in flight. False: fenced, the batch is dropped and its partitions reloaded."""
+        if not self.collect(partitions):
+            return False
+        self._fence(write)
         try:
-            self.db(lambda: self.store.commit(write))
+            self._commit(write, self.db, self.store)
         except Fenced as exc:
             self.fenced(exc, sorted(partitions))
             return False
+        self._stored(write)
+        return True
+
+    def _fence(self, write: BatchWrite) -> None:
+        """The offsets as they stand now that the previous batch committed: what the fence
+        expects stored, and what is published."""
+        write.offsets = [
+            replace(o, published=off.published, expected=off.stored)
+            for o, off in ((o, self.runs[o.partition].offsets) for o in write.offsets)
+        ]
+
+    def _commit(
+        self, write: BatchWrite, db: Callable[[Callable[[], Awaitable[Any]]], Any], store: Store
+    ) -> None:
+        write.sent_event_ids = self.sent_ids
+        db(lambda: store.commit(write))
+        self.sent_ids = []
+
+    def _stored(self, write: BatchWrite) -> None:
         for o in write.offsets:
             run = self.runs.get(o.partition)
             if run is not None:  # what the next fence compares with
                 run.offsets.stored = o.next_offset
-        self.sent_ids = []
+
+    # ------------------------------------------------------------------ 4. and 5. in flight
+    def submit(self, write: BatchWrite, pending: Pending, partitions: list[int]) -> bool:
+        """Steps 4 and 5 of a batch in the committer thread, once the batch in flight is
+        collected. False: that one was fenced, and this one (processed on top of it) is
+        dropped with it."""
+        if not self.collect(partitions):
+            return False
+        self._fence(write)
+        done = self._committer.submit(self._commit_and_publish, write, pending)
+        self.in_flight = InFlight(done, write, pending, partitions)
         return True
+
+    def collect(self, also: Iterable[int] = ()) -> bool:
+        """Wait for the batch in flight, then its steps 6 to 8 in this thread. False: it was
+        fenced; its partitions and `also` (those of a batch processed on top of it) are
+        reloaded. An error of its commit or publish is raised here (the process restarts)."""
+        f, self.in_flight = self.in_flight, None
+        if f is None:
+            return True
+        try:
+            f.done.result()
+        except Fenced as exc:
+            self.fenced(exc, sorted(set(f.partitions) | set(also)))
+            return False
+        self._stored(f.write)
+        self.after_publish(f.pending)
+        self.refresh_cache(f.pending)
+        return True
+
+    def _commit_and_publish(self, write: BatchWrite, pending: Pending) -> None:
+        """In the committer thread: its own event loop and connection pool."""
+        if self._side is None:
+            loop = asyncio.new_event_loop()
+            self._side = (loop, loop.run_until_complete(self._committer_store()))
+        loop, store = self._side
+        t0 = time.perf_counter()
+        self._commit(write, functools.partial(self._call, loop, store), store)
+        t1 = time.perf_counter()
+        self.publish(pending)
+        metrics.batch_seconds.labels("postgres").observe(t1 - t0)
+        metrics.batch_seconds.labels("produce").observe(time.perf_counter() - t1)
+
+    def close(self) -> None:
+        """After the last `collect`: the committer thread and its pool."""
+
+        def close_side() -> None:
+            if self._side is not None:
+                loop, store = self._side
+                with contextlib.suppress(*_RESET_ERRORS, asyncio.TimeoutError):
+                    loop.run_until_complete(asyncio.wait_for(store.close(), 10))
+                loop.close()
+
+        self._committer.submit(close_side).result()
+        self._committer.shutdown()
 
     def fenced(self, exc: Fenced, partitions: list[int]) -> None:
         """Another worker committed one of these partitions since this one loaded it (this
@@ -409,11 +511,21 @@ class BatchProtocol:
     # ------------------------------------------------------------------ PostgreSQL calls
     def db(self, make: Callable[[], Any], limit_seconds: float = 600.0) -> Any:
         """Run one database call, retrying with backoff while PostgreSQL is unreachable."""
+        return self._call(self.loop, self.store, make, limit_seconds)
+
+    def _call(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store: Store,
+        make: Callable[[], Any],
+        limit_seconds: float = 600.0,
+    ) -> Any:
+        """`db` on an event loop and its store's pool (the committer thread has its own)."""
         delay, deadline = 0.2, time.monotonic() + limit_seconds
         while True:
             self.db_since = time.monotonic()
             try:
-                out = self.loop.run_until_complete(asyncio.wait_for(make(), self.DB_CALL_TIMEOUT))
+                out = loop.run_until_complete(asyncio.wait_for(make(), self.DB_CALL_TIMEOUT))
                 if not self.postgres_ok:
                     log.warning("postgres is reachable again")
                 self.postgres_ok = True
@@ -421,7 +533,7 @@ class BatchProtocol:
             except DB_ERRORS as exc:
                 self.postgres_ok = False
                 metrics.postgres_retries.inc()
-                self.reset_pool()
+                self.reset_pool(loop, store)
                 if time.monotonic() > deadline:
                     raise
                 log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
@@ -431,7 +543,8 @@ class BatchProtocol:
             finally:
                 self.db_since = None
 
-    def reset_pool(self) -> None:
+    @staticmethod
+    def reset_pool(loop: asyncio.AbstractEventLoop, store: Store) -> None:
         """After a failure no pooled connection is trusted: the next call opens new ones."""
         with contextlib.suppress(*_RESET_ERRORS):
-            self.loop.run_until_complete(asyncio.wait_for(self.store.pool.expire_connections(), 10))
+            loop.run_until_complete(asyncio.wait_for(store.pool.expire_connections(), 10))

@@ -78,6 +78,7 @@ class Worker:
             self.producer,
             loop,
             self.health,
+            lambda: Store.connect(s.postgres_dsn, max_size=1),
         )
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -94,6 +95,7 @@ class Worker:
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances.labels("assigned").inc()
+        self.protocol.collect()  # the batch in flight commits before any take-over
         for tp in partitions:
             tp.offset = self.protocol.take_over(tp.partition)
         consumer.assign(partitions)
@@ -101,6 +103,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances.labels("revoked").inc()
+        self.protocol.collect()  # the batch in flight commits while its partitions are ours
         for tp in partitions:
             self.protocol.revoke(tp.partition)
             metrics.forget_partition(self.topic, tp.partition)
@@ -127,6 +130,8 @@ class Worker:
         good, poison = self.protocol.admit(good)  # 2. crash-loop guard
         clock.lap("consume")
         if not good and not poison:
+            if not self.protocol.collect():  # the input paused: the batch in flight first
+                return 0
             self._idle_snapshots()
             self.protocol.settle()
             self._gauges()
@@ -143,15 +148,10 @@ class Worker:
             self._process_partition(p, run, good.get(p, []), write, pending, poison.get(p, []))
             n += len(good.get(p, [])) + len(poison.get(p, []))
         clock.lap("decode")  # what followed the last engine call
-        if not self.protocol.commit(write, parts):  # 4. one transaction, fence first
+        # 4. and 5. in the committer thread, after the previous batch's 6. to 8. here
+        if not self.protocol.submit(write, pending, parts):
             return 0
-        clock.lap("postgres")
-        self.protocol.publish(pending)  # 5. and 6.
-        clock.lap("produce")
-        self.protocol.after_publish(pending)  # 7.
-        clock.lap("kafka_offsets")
-        self.protocol.refresh_cache(pending)  # 8.
-        clock.lap("redis")
+        clock.lap("commit_wait")
         steps = clock.batch
         engine = sum(steps.get(k, 0.0) for k in ("decode", "learn", "outputs", "rows"))
         metrics.batch_seconds.labels("engine").observe(engine)
@@ -475,7 +475,7 @@ class Worker:
         except DB_ERRORS:
             proto.postgres_ok = False
         if not proto.postgres_ok:
-            proto.reset_pool()
+            proto.reset_pool(self.loop, self.store)
         if was and not proto.postgres_ok:
             log.warning("postgres unreachable")
         for p in list(self.runs):
@@ -514,9 +514,11 @@ class Worker:
         for the next owner's replay to see the last changes (if that fails, the replay
         still marks them owed again: nothing is lost, only later)."""
         try:
-            self._idle_snapshots(every=True)
+            if self.protocol.collect():
+                self._idle_snapshots(every=True)
         except Exception as exc:  # closing goes on; the replay marks them owed again
             log.warning("owed snapshots not published at close (%r); the next owner will", exc)
+        self.protocol.close()
         self.consumer.close()
         self.producer.flush(10)
 

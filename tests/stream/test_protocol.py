@@ -173,9 +173,14 @@ def _protocol(
     consumer = FakeConsumer()
     proto = BatchProtocol(
         "g", TOPIC, EngineConfig(), cast(Any, store), cast(Any, cache or FakeCache()),
-        cast(Any, consumer), cast(Any, producer), loop, Health(),
+        cast(Any, consumer), cast(Any, producer), loop, Health(), lambda: _ready(store),
     )  # fmt: skip
     return proto, producer, consumer
+
+
+async def _ready(store: FakeStore) -> Any:
+    """The committer thread's store: the fake serves any event loop."""
+    return store
 
 
 def _msgs(partition: int, offsets: range) -> dict[int, list[Any]]:

@@ -82,7 +82,13 @@ def test_a_zombie_worker_is_fenced_and_reloads_from_postgres(env: Env) -> None:
 
         fenced_before = _fenced()
         expected = 150 - len(taken)
-        got = wait_until(lambda: step_until(expected), 90, f"{expected} memberships", 0)
+
+        def fenced_then_committed() -> dict[str, str] | None:
+            # the fence is seen when the batch in flight is collected, at a later poll
+            m = step_until(expected)
+            return m if m is not None and _fenced() > fenced_before else None
+
+        got = wait_until(fenced_then_committed, 90, f"fenced, then {expected} memberships", 0)
         assert _fenced() == fenced_before + 1
         assert not set(taken) & set(got), "records owned by the rival were written again"
         assert len(got) == expected
