@@ -78,7 +78,7 @@ class Worker:
             self.producer,
             loop,
             self.health,
-            lambda: Store.connect(s.postgres_dsn, max_size=1),
+            lambda: Store.connect(s.postgres_dsn, min_size=0, max_size=1),  # connects when used
         )
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 

@@ -71,6 +71,9 @@ class FakeStore:
         self.sent.update(b.sent_event_ids)
         self.commits += 1
 
+    async def close(self) -> None:
+        return None
+
     async def unsent(self) -> list[dict[str, Any]]:
         return [r for eid, r in self.outbox.items() if eid not in self.sent]
 
@@ -187,15 +190,17 @@ def _msgs(partition: int, offsets: range) -> dict[int, list[Any]]:
     return {partition: [Msg(partition, o) for o in offsets]}
 
 
-def _batch(proto: BatchProtocol, next_offset: int, eid: str) -> tuple[BatchWrite, Pending]:
-    """What the worker hands the protocol for fresh records of partition 0 up to
+def _batch(
+    proto: BatchProtocol, next_offset: int, eid: str, partition: int = 0
+) -> tuple[BatchWrite, Pending]:
+    """What the worker hands the protocol for fresh records of a partition up to
     `next_offset`: a membership, a change event in the outbox, their messages."""
     write = BatchWrite("g", items=[ROW], outbox=[(eid, "changes", b"c1", b"{}", "[]")])
-    write.offsets.append(proto.offset_row(0, next_offset))
+    write.offsets.append(proto.offset_row(partition, next_offset))
     pending = Pending(
         out=[("assignments", b"item-1", b"{}", None), ("changes", b"c1", b"{}", None)],
         outbox_ids=[eid],
-        next_offsets={0: next_offset},
+        next_offsets={partition: next_offset},
     )
     return write, pending
 
@@ -385,3 +390,72 @@ def test_a_checkpoint_is_stored_only_once_its_batch_is_published(
     run.offsets.published = 13  # the batch is out
     assert proto.due_checkpoints(0) == [(TOPIC, 0, 13, b"state")]
     assert run.held_checkpoint is None and proto.due_checkpoints(0) == []
+
+
+def test_batches_in_flight_commit_in_order_each_fenced_on_the_previous_one(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The next batch is built while the previous one commits in the committer thread: its
+    fence must expect the offset that commit stores (taken at submit, not when the batch
+    was built), and it carries the outbox rows the previous one published."""
+    store = FakeStore()
+    proto, producer, _ = _protocol(loop, store)
+    proto.take_over(0)
+    write, pending = _batch(proto, 5, "e1")
+    assert proto.submit(write, pending, [0])
+    write, pending = _batch(proto, 9, "e2")  # built while the first may be in flight
+    assert proto.submit(write, pending, [0])
+    assert proto.collect()
+    proto.close()
+    assert store.commits == 2 and store.items == [ROW, ROW]
+    assert store.offsets[0] == (9, 5)  # the second commit knew the first was published
+    assert store.sent == {"e1"} and proto.sent_ids == ["e2"]
+    assert len(producer.delivered) == 4
+    off = proto.runs[0].offsets
+    assert (off.stored, off.processed, off.published) == (9, 9, 9)
+
+
+def test_a_fenced_batch_in_flight_drops_the_batch_built_on_top_of_it(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The batch in flight (partition 0) is fenced; the next one (partition 1) ran the
+    engine after it, so its state includes the dropped batch's effects on the shared
+    loop: neither is written or published, and both partitions reload."""
+    store = FakeStore()
+    store.offsets[0] = (10, 10)
+    store.offsets[1] = (10, 10)
+    proto, producer, consumer = _protocol(loop, store)
+    proto.take_over(0)
+    proto.take_over(1)
+    loop.run_until_complete(
+        store.commit(BatchWrite("g", offsets=[OffsetRow(TOPIC, 0, 20, 15, 10)]))
+    )
+    fenced = _sample("clusterer_fenced_batches_total")
+    write, pending = _batch(proto, 13, "e1", partition=0)
+    assert proto.submit(write, pending, [0])
+    write, pending = _batch(proto, 12, "e2", partition=1)
+    assert not proto.submit(write, pending, [1])
+    proto.close()
+    assert _sample("clusterer_fenced_batches_total") == fenced + 1
+    assert store.items == [] and store.outbox == {} and producer.delivered == []
+    assert store.offsets == {0: (20, 15), 1: (10, 10)}
+    assert sorted(consumer.seeks) == [(0, 0), (1, 0)]
+    assert proto.runs[1].offsets.processed == 10  # read again, not skipped as processed
+    assert proto.in_flight is None
+
+
+def test_a_publish_failing_in_flight_is_raised_by_the_next_collect(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The committer thread cannot deliver the batch it committed: the loop's next collect
+    raises, so the process restarts and republishes (nothing marked sent or published)."""
+    store = FakeStore()
+    proto, _, consumer = _protocol(loop, store, FakeProducer(fail_flushes=1))
+    proto.take_over(0)
+    write, pending = _batch(proto, 5, "e1")
+    assert proto.submit(write, pending, [0])
+    with pytest.raises(RuntimeError, match="not delivered"):
+        proto.collect()
+    proto.close()
+    assert store.offsets[0] == (5, 0) and proto.sent_ids == []
+    assert proto.runs[0].offsets.published == 0 and consumer.committed == []
