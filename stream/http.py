@@ -15,23 +15,18 @@ from stream import metrics
 
 
 class Health:
-    """Shared between the stages' threads (they beat) and the HTTP thread (it reads)."""
+    """Shared between the worker loop (writes) and the HTTP thread (reads)."""
 
     def __init__(self, stall_seconds: float = 60.0) -> None:
         self.stall_seconds = stall_seconds
-        self.started = time.monotonic()
-        self.beats: dict[str, float] = {}
-        """the last beat of each stage (router, cluster): alive only while every stage
-        beats, so one stuck stage is not hidden by the other one's loop"""
+        self.last_loop = time.monotonic()
         self.ready_check: Callable[[], tuple[bool, dict[str, Any]]] = lambda: (False, {})
 
-    def beat(self, stage: str) -> None:
-        self.beats[stage] = time.monotonic()
+    def beat(self) -> None:
+        self.last_loop = time.monotonic()
 
     def alive(self) -> bool:
-        now = time.monotonic()
-        last = min(self.beats.values(), default=self.started)
-        return now - last < self.stall_seconds
+        return time.monotonic() - self.last_loop < self.stall_seconds
 
 
 def serve(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:

@@ -537,7 +537,7 @@ class BatchProtocol:
                 if time.monotonic() > deadline:
                     raise
                 log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
-                self.health.beat("cluster")
+                self.health.beat()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:

@@ -1,5 +1,5 @@
 """`clusterer worker`: wires settings, Postgres, Redis, Kafka, the router and the clustering
-worker, each stage in a thread of its own, with HTTP health/metrics and a graceful SIGTERM."""
+worker into one loop, with HTTP health/metrics and a graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -50,16 +50,9 @@ class Service:
         self.stop = threading.Event()
         self.health = Health()
         self.loop = asyncio.new_event_loop()
-        """the clustering worker's database calls (and migrations)"""
-        self.router_loop = asyncio.new_event_loop()
-        """the router's database calls: the stages run in different threads, and an event
-        loop (with its connection pool) serves one thread"""
         self.router: Router | None = None
         self.worker: Worker | None = None
         self.store: Store | None = None
-        self.router_store: Store | None = None
-        self.threads: list[threading.Thread] = []
-        self.errors: list[BaseException] = []
         self.retention: RetentionThread | None = None
 
     def start(self) -> None:
@@ -71,8 +64,8 @@ class Service:
         ensure_topics(self.s)
         if self.serve_http:
             serve(self.health, self.s.http_port)
+        self.store = self.loop.run_until_complete(Store.connect(self.s.postgres_dsn))
         if self.role in ("all", "cluster"):
-            self.store = self.loop.run_until_complete(Store.connect(self.s.postgres_dsn))
             warm_up()
             cache = Cache(self.s.redis_url, self.s.prefix)
             self.worker = Worker(self.s, self.engine_cfg, self.store, cache, self.loop, self.health)
@@ -88,66 +81,39 @@ class Service:
         else:
             self.health.ready_check = lambda: (True, {"role": self.role})
         if self.role in ("all", "router"):
-            self.router_store = self.router_loop.run_until_complete(
-                Store.connect(self.s.postgres_dsn, max_size=1)
-            )
-            guard = CrashLoopGuard(recorder(self.router_store, self.s.router_group, self._run_db))
+            # the router's attempts go through the worker's retrying call when there is one
+            run = self.worker.protocol.db if self.worker is not None else self._run_db
+            guard = CrashLoopGuard(recorder(self.store, self.s.router_group, run))
             self.router = Router(self.s, self.engine_cfg, guard)
 
     def _run_db(self, make: Callable[[], Awaitable[Any]]) -> Any:
-        """A database call of the router (its crash-loop guard's attempts): retried while
-        PostgreSQL is down."""
+        """A database call of a router-only process: retried while PostgreSQL is down."""
         delay = 0.2
         while True:
             try:
-                return self.router_loop.run_until_complete(asyncio.wait_for(make(), 60))
+                return self.loop.run_until_complete(asyncio.wait_for(make(), 60))
             except DB_ERRORS as exc:
                 log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
-                self.health.beat("router")
+                self.health.beat()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     def run(self) -> None:
-        """Until stop is set (a signal) or a stage fails."""
-        self.launch()
-        self.wait()
-
-    def launch(self) -> None:
-        """The router and the clustering worker, each in a thread of its own: one stage's
-        waits (the PostgreSQL commit, the broker's acknowledgements, a Kafka transaction)
-        overlap with the other's work, instead of adding to it as they did in one loop."""
-        stages = (("router", self.router), ("cluster", self.worker))
-        self.threads = [
-            threading.Thread(target=self._drive, args=(name, stage), name=f"stage-{name}")
-            for name, stage in stages
-            if stage is not None
-        ]
-        for t in self.threads:
-            t.start()
-
-    def _drive(self, name: str, stage: Router | Worker) -> None:
-        """One stage's loop. After a batch that did work the next takes what is already
-        fetched; an idle one waits up to the batch timeout. The first stage to fail stops
-        the other one: the process exits and its restart replays from PostgreSQL."""
+        """Until stop is set: one router batch, one clustering batch, repeat."""
         busy = False
-        try:
-            while not self.stop.is_set():
-                self.health.beat(name)
-                busy = stage.poll(0.0 if busy else self.s.batch_timeout_ms / 1000) > 0
-        except BaseException as exc:
-            log.error("stage %s failed: %r", name, exc)
-            self.errors.append(exc)
-        finally:
-            self.stop.set()
+        while not self.stop.is_set():
+            self.health.beat()
+            busy = self.round(busy) > 0
 
-    def wait(self) -> None:
-        """Until stop is set; then the stages finish their batches, and the first stage's
-        error, if one failed, is raised here."""
-        self.stop.wait()
-        for t in self.threads:
-            t.join()
-        if self.errors:
-            raise self.errors[0]
+    def round(self, busy: bool) -> int:
+        """One router batch, then one clustering batch; returns the messages they took.
+        With both stages in this one loop, a stage that waits for a full batch holds the
+        other one up: after a round that did work (`busy`) each takes what is already
+        fetched and goes on; an idle round waits up to the batch timeout, shared by the
+        stages that run here."""
+        stages = [x for x in (self.router, self.worker) if x is not None]
+        wait = 0.0 if busy else self.s.batch_timeout_ms / 1000 / max(len(stages), 1)
+        return sum(stage.poll(wait) for stage in stages)
 
     def close(self) -> None:
         """Leave the groups (a prompt rebalance for the others) and flush what is pending."""
@@ -158,10 +124,9 @@ class Service:
             self.router.close()
         if self.worker is not None:
             self.worker.close()
-        for store, loop in ((self.store, self.loop), (self.router_store, self.router_loop)):
-            if store is not None:
-                loop.run_until_complete(store.close())
-            loop.close()
+        if self.store is not None:
+            self.loop.run_until_complete(self.store.close())
+        self.loop.close()
         log.info("worker stopped in %.1fs", time.monotonic() - t0)
 
     def install_signals(self) -> None:

@@ -117,7 +117,7 @@ class Worker:
         clock.begin()
         wait = self.s.batch_timeout_ms / 1000 if timeout is None else timeout
         msgs = self.consumer.consume(self.s.batch_max, wait)
-        self.health.beat("cluster")
+        self.health.beat()
         good: dict[int, list[Message]] = {}
         for m in msgs:
             err = m.error()

@@ -7,18 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any, cast
 
 import numpy as np
-import pytest
 
 from processors import Batch, Engine, EngineConfig
 from stream import records, synthetic
-from stream.service import Service
-from stream.settings import Settings
 from tests.conftest import ROOT, wait_until
 from tests.stream.conftest import Env, WorkerProcess
 
@@ -456,58 +450,3 @@ def test_redis_down_clustering_continues_and_cache_is_rebuilt(env: Env) -> None:
     wait_until(lambda: r.hlen(key) == n, 60, "the cache rebuilt from postgres")
     assert r.hgetall(key) == members
     wait_until(lambda: json.loads(w.http("/readyz")[1])["redis"] == "ok", 30, "redis ok")
-
-
-class _Stage:
-    """A stand-in for the router or the clustering worker: `poll` runs `step`."""
-
-    def __init__(self, step: Callable[[], int]) -> None:
-        self.step = step
-        self.polls = 0
-
-    def poll(self, timeout: float | None = None) -> int:
-        self.polls += 1
-        return self.step()
-
-
-def _service(router: _Stage, worker: _Stage) -> Service:
-    svc = Service(Settings.from_env(), EngineConfig(), role="all", serve_http=False)
-    svc.router, svc.worker = cast(Any, router), cast(Any, worker)
-    return svc
-
-
-def test_each_stage_runs_while_the_other_one_waits() -> None:
-    """A stage waiting on the broker or PostgreSQL must not hold the other one up: here the
-    router's batch waits until the clustering worker has run a batch meanwhile (in one loop
-    the two would take turns and the router would wait in vain)."""
-    worker_ran = threading.Event()
-    seen: list[bool] = []
-
-    def route() -> int:
-        seen.append(worker_ran.wait(30))
-        svc.stop.set()
-        return 0
-
-    def cluster() -> int:
-        worker_ran.set()
-        return 0
-
-    svc = _service(_Stage(route), _Stage(cluster))
-    svc.run()
-    assert seen == [True]
-
-
-def test_a_failing_stage_stops_the_other_and_its_error_is_raised() -> None:
-    """One stage failing (e.g. outputs not delivered) ends the process, whose restart
-    replays from PostgreSQL: the other stage stops after its batch, nothing hides the
-    error."""
-
-    def cluster() -> int:
-        raise RuntimeError("3 messages not delivered")
-
-    router = _Stage(lambda: 1)
-    svc = _service(router, _Stage(cluster))
-    with pytest.raises(RuntimeError, match="not delivered"):
-        svc.run()
-    assert svc.stop.is_set()
-    assert not any(t.is_alive() for t in svc.threads), "both stages stopped"
