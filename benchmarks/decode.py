@@ -91,12 +91,8 @@ from schemas.messages import decode_message
 from schemas.validation import InputError
 from stream import records
 eng = Engine(EngineConfig())
-try:
-    from stream.router import ScopeNames
-    name = ScopeNames(eng).of
-except ImportError:
-    def name(ev):
-        return eng.scope_key(ev.embedding_type, ev.embedding_model, ev.metadata).name.encode()
+def name(ev):
+    return eng.scope_key(ev.embedding_type, ev.embedding_model, ev.metadata).name.encode()
 def step(p):
     return [(records.encode_event(ev), name(ev)) for ev in decode_message(p)]
 kinds = json.load(open(sys.argv[1]))

@@ -77,13 +77,27 @@ class Engine:
         self.cfg = config or EngineConfig()
         self.scopes: dict[ScopeKey, ScopeState] = {}
         self._running: dict[ScopeKey, Future[Job]] = {}
+        self._keys: dict[tuple[str, str], ScopeKey] = {}  # see scope_key
+
+    _KEYS_LIMIT = 4096
 
     # ------------------------------------------------------------------ routing
     def scope_key(self, embedding_type: str, model: str, meta: dict[str, Any] | None) -> ScopeKey:
         """The clustering space of an item: its type and model, split further by the
-        configured metadata fields (`scope_fields`)."""
-        fields = tuple((f, str((meta or {}).get(f, ""))) for f in self.cfg.scope_fields)
-        return ScopeKey(embedding_type, model, fields)
+        configured metadata fields (`scope_fields`). Without those fields a key depends on
+        the type and model alone, a handful of pairs in practice, and the router and the
+        worker ask for one per event: it is looked up, not built (models are input, so the
+        table is cleared once it holds `_KEYS_LIMIT`)."""
+        if self.cfg.scope_fields:
+            fields = tuple((f, str((meta or {}).get(f, ""))) for f in self.cfg.scope_fields)
+            return ScopeKey(embedding_type, model, fields)
+        pair = (embedding_type, model)
+        key = self._keys.get(pair)
+        if key is None:
+            if len(self._keys) >= self._KEYS_LIMIT:
+                self._keys.clear()
+            key = self._keys[pair] = ScopeKey(embedding_type, model)
+        return key
 
     def dimension(self, key: ScopeKey) -> int | None:
         """The vector size a scope uses; None before its first item."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -78,11 +78,12 @@ class ScopeKey:
     embedding_type: str
     embedding_model: str
     fields: tuple[tuple[str, str], ...] = ()
+    name: str = field(init=False, repr=False, compare=False)
+    """built once: the router keys every event by it"""
 
-    @property
-    def name(self) -> str:
+    def __post_init__(self) -> None:
         extra = "".join(f"/{k}={v}" for k, v in self.fields)
-        return f"{self.embedding_type}/{self.embedding_model}{extra}"
+        object.__setattr__(self, "name", f"{self.embedding_type}/{self.embedding_model}{extra}")
 
 
 class ScopeState:

@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processors import Engine, EngineConfig
-from schemas.messages import DecodedEvent, decode_message
+from schemas.messages import decode_message
 from schemas.validation import InputError
 from stream import metrics, records
 from stream.crash_loop import CrashLoopGuard
@@ -26,31 +26,6 @@ from stream.steps import StepClock
 log = logging.getLogger(__name__)
 
 
-class ScopeNames:
-    """The by-scope key of each event. Without `scope_fields` a scope's name depends on the
-    type and model alone, a handful of pairs in practice, so it is looked up rather than
-    built per event; models are input, so the table is cleared once it holds `limit`."""
-
-    def __init__(self, scoper: Engine, limit: int = 4096) -> None:
-        self.scoper = scoper
-        self.fields = scoper.cfg.scope_fields
-        self.limit = limit
-        self.names: dict[tuple[str, str], bytes] = {}
-
-    def of(self, ev: DecodedEvent) -> bytes:
-        if self.fields:  # the name holds metadata values: built each time
-            key = self.scoper.scope_key(ev.embedding_type, ev.embedding_model, ev.metadata)
-            return key.name.encode()
-        pair = (ev.embedding_type, ev.embedding_model)
-        name = self.names.get(pair)
-        if name is None:
-            if len(self.names) >= self.limit:
-                self.names.clear()
-            name = self.scoper.scope_key(*pair, ev.metadata).name.encode()
-            self.names[pair] = name
-        return name
-
-
 class Router:
     def __init__(
         self, s: Settings, engine_cfg: EngineConfig, guard: CrashLoopGuard | None = None
@@ -59,7 +34,6 @@ class Router:
         self.guard = guard
         # only for scope keys: the router never clusters
         self.scoper = Engine(engine_cfg)
-        self.scope_names = ScopeNames(self.scoper)
         self.consumer = Consumer(
             {
                 **s.consumer_config(s.router_group),
@@ -160,7 +134,14 @@ class Router:
             return
         try:
             events = decode_message(value)
-            out = [(records.encode_event(ev), self.scope_names.of(ev)) for ev in events]
+            scope_key = self.scoper.scope_key
+            out = [
+                (
+                    records.encode_event(ev),
+                    scope_key(ev.embedding_type, ev.embedding_model, ev.metadata).name.encode(),
+                )
+                for ev in events
+            ]
         except InputError as err:
             self._dead(m, err)
             return

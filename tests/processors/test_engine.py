@@ -461,3 +461,25 @@ def test_warm_up_loads_the_compiled_kernel() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+
+
+def test_scope_keys_are_looked_up_and_equal_to_built_ones_past_the_table_limit() -> None:
+    """The router and the worker ask for a key per event: without scope fields they come
+    from a table, which must give the key (and name) a fresh build gives, also after the
+    table is cleared for holding too many models."""
+    engine = Engine(EngineConfig())
+    engine._KEYS_LIMIT = 5
+    for round_ in range(3):
+        for i in range(12):
+            kind, model = ("document", "event")[i % 2], f"model-{i}"
+            key = engine.scope_key(kind, model, {"domain": f"d{round_}"})
+            assert key == ScopeKey(kind, model) and key.name == f"{kind}/{model}"
+            assert engine.scope_key(kind, model, None) is key
+            assert len(engine._keys) <= 5
+
+
+def test_scope_keys_split_by_scope_fields_follow_each_items_metadata() -> None:
+    engine = Engine(EngineConfig(scope_fields=("domain",)))
+    assert engine.scope_key("event", "m", {"domain": "a"}).name == "event/m/domain=a"
+    assert engine.scope_key("event", "m", {"domain": "b"}).name == "event/m/domain=b"
+    assert engine.scope_key("event", "m", None).name == "event/m/domain="
