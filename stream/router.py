@@ -4,12 +4,22 @@ whatever keys upstream used. Bad messages go to the DLQ with their reason and or
 
 Exactly once: the routed records, the dead letters and the input offsets are committed in
 one Kafka transaction (consume-transform-produce, fenced by the consumer group generation).
+
+The commit is pipelined: `commit_transaction` waits ~10-30 ms on the broker (markers on every
+partition written, the coordinator's log), and in the one-loop worker that wait held up the
+clustering stage as well. A batch's commit runs on a thread of its own; until it is
+collected the router consumes nothing (a producer has one transaction at a time), and the
+loop goes on with the clustering stage. Collecting a failed commit aborts the transaction
+and reads the batch again, as a failed commit in line did.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -24,6 +34,17 @@ from stream.settings import Settings
 from stream.steps import StepClock
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Committing:
+    """A batch whose transaction commit runs on the commit thread."""
+
+    done: Future[float]
+    """the commit's wall seconds, or its KafkaException"""
+    msgs: list[Message]
+    """the input messages of the batch (read again if the commit fails)"""
+    routed: int
 
 
 class Router:
@@ -58,6 +79,8 @@ class Router:
         self._partitions: int | None = None
         self._routed = 0  # records routed in this batch (one metrics update per batch)
         self.clock = StepClock()  # time per step (benchmarks/e2e_service.py reads it)
+        self._commits = ThreadPoolExecutor(1, thread_name_prefix="router-commit")
+        self.committing: Committing | None = None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.guard is not None:
@@ -72,11 +95,18 @@ class Router:
 
     def poll(self, timeout: float | None = None) -> int:
         """One transaction over one micro-batch (what arrives within `timeout` seconds,
-        default the batch timeout); returns the number of input messages."""
+        default the batch timeout), its commit left running; returns the number of input
+        messages taken. While the previous batch's commit runs (up to `timeout`), nothing
+        is taken."""
         clock = self.clock
         clock.begin()
         wait = self.s.batch_timeout_ms / 1000 if timeout is None else timeout
-        msgs = self.consumer.consume(self.s.batch_max, wait)
+        was_committing = self.committing is not None
+        settled = self.collect(wait)
+        clock.lap("router_commit_wait")
+        if not settled:
+            return 0
+        msgs = self.consumer.consume(self.s.batch_max, 0.0 if was_committing else wait)
         msgs = [m for m in msgs if not self._is_error(m)]
         clock.lap("router_consume")
         if not msgs:
@@ -98,18 +128,46 @@ class Router:
             self.producer.send_offsets_to_transaction(
                 self._next_offsets(msgs + poison), self.consumer.consumer_group_metadata(), 30
             )
-            self.producer.commit_transaction(30)
-            clock.lap("router_txn")
-            for step in ("router_route", "router_txn"):
-                metrics.batch_seconds.labels(step).observe(clock.batch[step])
         except KafkaException as exc:
             log.warning("router transaction failed, retrying the batch: %s", exc)
             self.producer.abort_transaction(30)
             self._rewind(msgs + poison)
             return 0
-        metrics.consumed.labels("router").inc(len(msgs) + len(poison))
-        metrics.produced.labels(self.s.by_scope_topic).inc(self._routed)
+        metrics.batch_seconds.labels("router_route").observe(clock.batch["router_route"])
+        self.committing = Committing(
+            self._commits.submit(self._commit), msgs + poison, self._routed
+        )
+        clock.lap("router_txn")
         return len(msgs) + len(poison)
+
+    def _commit(self) -> float:
+        """On the commit thread: librdkafka waits without the GIL."""
+        t0 = time.perf_counter()
+        self.producer.commit_transaction(30)
+        return time.perf_counter() - t0
+
+    def collect(self, timeout: float | None = None) -> bool:
+        """Settle the batch whose commit is running, waiting up to `timeout` seconds (None:
+        until it ends); False while it still runs. A failed commit is aborted and its batch
+        read again (the next poll takes it)."""
+        c = self.committing
+        if c is None:
+            return True
+        try:
+            seconds = c.done.result(timeout)
+        except TimeoutError:
+            return False
+        except KafkaException as exc:
+            self.committing = None
+            log.warning("router transaction failed, retrying the batch: %s", exc)
+            self.producer.abort_transaction(30)
+            self._rewind(c.msgs)
+            return True
+        self.committing = None
+        metrics.batch_seconds.labels("router_txn").observe(seconds)
+        metrics.consumed.labels("router").inc(len(c.msgs))
+        metrics.produced.labels(self.s.by_scope_topic).inc(c.routed)
+        return True
 
     def _is_error(self, m: Message) -> bool:
         err = m.error()
@@ -192,5 +250,9 @@ class Router:
             self.consumer.seek(TopicPartition(t, p, o))
 
     def close(self) -> None:
+        """The commit that runs ends first, so that leaving the group hands over committed
+        offsets."""
+        self.collect()
+        self._commits.shutdown()
         self.consumer.close()
         self.producer.flush(10)
