@@ -5,12 +5,12 @@ whatever keys upstream used. Bad messages go to the DLQ with their reason and or
 Exactly once: the routed records, the dead letters and the input offsets are committed in
 one Kafka transaction (consume-transform-produce, fenced by the consumer group generation).
 
-The commit is pipelined: `commit_transaction` waits ~10-30 ms on the broker (markers on every
-partition written, the coordinator's log), and in the one-loop worker that wait held up the
-clustering stage as well. A batch's commit runs on a thread of its own; until it is
-collected the router consumes nothing (a producer has one transaction at a time), and the
-loop goes on with the clustering stage. Collecting a failed commit aborts the transaction
-and reads the batch again, as a failed commit in line did.
+The commit is pipelined: adding the input offsets to the transaction and committing it wait
+~10-30 ms on the broker (the group coordinator, markers on every partition written), and in
+the one-loop worker that wait held up the clustering stage as well. Both run on a thread of
+their own; until the next poll collects them the router consumes nothing (a producer has one
+transaction at a time), and the loop goes on with the clustering stage. Collecting a failed
+commit aborts the transaction and reads the batch again, as a failure in line did.
 """
 
 from __future__ import annotations
@@ -125,24 +125,25 @@ class Router:
             for m in msgs:
                 self._route(m)
             clock.lap("router_route")
-            self.producer.send_offsets_to_transaction(
-                self._next_offsets(msgs + poison), self.consumer.consumer_group_metadata(), 30
-            )
         except KafkaException as exc:
             log.warning("router transaction failed, retrying the batch: %s", exc)
             self.producer.abort_transaction(30)
             self._rewind(msgs + poison)
             return 0
         metrics.batch_seconds.labels("router_route").observe(clock.batch["router_route"])
+        offsets = self._next_offsets(msgs + poison)
+        group = self.consumer.consumer_group_metadata()
         self.committing = Committing(
-            self._commits.submit(self._commit), msgs + poison, self._routed
+            self._commits.submit(self._commit, offsets, group), msgs + poison, self._routed
         )
         clock.lap("router_txn")
         return len(msgs) + len(poison)
 
-    def _commit(self) -> float:
-        """On the commit thread: librdkafka waits without the GIL."""
+    def _commit(self, offsets: list[TopicPartition], group: object) -> float:
+        """On the commit thread: the input offsets join the transaction and it commits, two
+        waits on the broker that librdkafka does without the GIL."""
         t0 = time.perf_counter()
+        self.producer.send_offsets_to_transaction(offsets, group, 30)
         self.producer.commit_transaction(30)
         return time.perf_counter() - t0
 
