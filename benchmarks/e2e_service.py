@@ -261,7 +261,7 @@ def latency(
     wall0, tcpu0 = clock_totals(svc)
     cpu0, svc0 = own_cpu_seconds(), service_cpu_seconds()
     recon0 = reconsolidations()
-    batches0 = batches()
+    batches0, txns0 = batches(), batches("router_txn")
     busy = False
     while assigned() - base < count:
         busy = svc.round(busy) > 0  # what `Service.run` repeats
@@ -290,6 +290,9 @@ def latency(
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
         "events_per_batch": round(count / max(batches() - batches0, 1), 1),
+        "events_per_router_transaction": (
+            None if split else round(count / max(batches("router_txn") - txns0, 1), 1)
+        ),
         "worker_process_cpu_us_per_event": round((cpu1 - cpu0) / count * 1e6, 1),
         "services_cpu_us_per_event": per_event_us(svc0, svc1, count),
         "producer_process_cpu_us_per_event": round(producer_cpu / count * 1e6, 1),
@@ -306,12 +309,13 @@ def children_cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def batches() -> float:
-    """Clustering batches committed so far."""
+def batches(step: str = "total") -> float:
+    """Batches so far that went through `step` of `clusterer_batch_seconds` (total: the
+    clustering batches committed; router_txn: the router's transactions in this process)."""
     for fam in metrics.REGISTRY.collect():
         if fam.name == "clusterer_batch_seconds":
             for x in fam.samples:
-                if x.name.endswith("_count") and x.labels.get("step") == "total":
+                if x.name.endswith("_count") and x.labels.get("step") == step:
                     return x.value
     return 0.0
 

@@ -1,0 +1,44 @@
+"""`clusterer produce` at a rate (the load generator of the latency benchmark), with the
+producer replaced by a fake that records when each message left."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, ClassVar
+
+import pytest
+
+from stream import ops
+from stream.settings import Settings
+
+
+class TimedProducer:
+    sent: ClassVar[list[float]] = []
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        TimedProducer.sent = []
+
+    def produce(self, topic: str, value: bytes, **kw: Any) -> None:
+        TimedProducer.sent.append(time.monotonic())
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_a_rate_is_kept_in_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No message leaves more than one pacing step ahead of its schedule, and the messages
+    leave in bursts (a sleep per message cost more CPU than the message)."""
+    monkeypatch.setattr(ops, "Producer", TimedProducer)
+    rate, count = 2000.0, 400
+    t0 = time.monotonic()
+    assert ops.produce_synthetic(Settings(), count, 8, rate=rate, documents=False) == count
+    sent = TimedProducer.sent
+    assert len(sent) == count
+    early = max((i + 1) / rate - (t - t0) for i, t in enumerate(sent))
+    assert early <= ops._PACE_SECONDS + 0.002  # 2 ms: the clock read before t0
+    gaps = sorted(b - a for a, b in itertools.pairwise(sent))
+    assert gaps[len(gaps) // 2] < 0.1 / rate  # most messages leave right after another
