@@ -50,7 +50,7 @@ from benchmarks.cpu import (
 )
 from processors import Engine, EngineConfig
 from stream import metrics
-from stream.service import Service
+from stream.service import Service, freeze_startup
 from stream.settings import Settings
 from stream.topics import delete_topics, ensure_topics
 
@@ -165,6 +165,7 @@ def throughput(
     produce_s = produce_backlog(s, count, dim)
     svc = Service(s, cfg or EngineConfig(), role="cluster" if split else "all", serve_http=False)
     svc.start()
+    freeze_startup()  # as `clusterer worker` does
     assert svc.worker is not None
     warm_up(svc)
     router = router_process(s) if split else None
@@ -245,6 +246,7 @@ def latency(
     count = int(rate * seconds)
     svc = Service(s, cfg, role="cluster" if split else "all", serve_http=False)
     svc.start()
+    freeze_startup()  # as `clusterer worker` does
     assert svc.worker is not None
     warm_up(svc)
     router = router_process(s) if split else None

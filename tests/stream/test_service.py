@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import signal
@@ -10,9 +11,11 @@ import sys
 from collections import defaultdict
 
 import numpy as np
+import pytest
 
 from processors import Batch, Engine, EngineConfig
 from stream import records, synthetic
+from stream.settings import Settings
 from tests.conftest import ROOT, wait_until
 from tests.stream.conftest import Env, WorkerProcess
 
@@ -450,3 +453,36 @@ def test_redis_down_clustering_continues_and_cache_is_rebuilt(env: Env) -> None:
     wait_until(lambda: r.hlen(key) == n, 60, "the cache rebuilt from postgres")
     assert r.hgetall(key) == members
     wait_until(lambda: json.loads(w.http("/readyz")[1])["redis"] == "ok", 30, "redis ok")
+
+
+def test_the_worker_process_freezes_its_startup_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`clusterer worker` moves what start-up built out of the collector's full passes
+    (each holds the GIL: the loop and the committer stall for it), after `start` and before
+    the loop runs."""
+    from stream import service
+
+    seen: list[int] = []
+
+    class Started:
+        def __init__(self, *a: object, **kw: object) -> None:
+            pass
+
+        def install_signals(self) -> None:
+            pass
+
+        def start(self) -> None:
+            seen.append(gc.get_freeze_count())
+
+        def run(self) -> None:
+            seen.append(gc.get_freeze_count())
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(service, "Service", Started)
+    gc.unfreeze()
+    try:
+        assert service.run_worker(Settings(), EngineConfig()) == 0
+        assert seen[0] == 0 and seen[1] > 0
+    finally:
+        gc.unfreeze()
