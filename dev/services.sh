@@ -43,9 +43,15 @@ apt_install() {
 
 # ---------------------------------------------------------------- Kafka
 kafka_jars() {
-    if ! ls "$LIB"/kafka_2.13-*.jar >/dev/null 2>&1; then
-        log "fetching Kafka jars with Maven (once)"
+    # fetched again when dev/kafka/pom.xml changes (a stale jar left beside its successor
+    # would stay on the classpath)
+    local sum
+    sum=$(sha256sum dev/kafka/pom.xml | cut -d' ' -f1)
+    if ! ls "$LIB"/kafka_2.13-*.jar >/dev/null 2>&1 || [ "$(cat "$LIB/.pom.sha256" 2>/dev/null)" != "$sum" ]; then
+        log "fetching Kafka jars with Maven (once per dev/kafka/pom.xml)"
+        rm -rf "$LIB"
         mvn -q -f dev/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$LIB" >&2
+        echo "$sum" >"$LIB/.pom.sha256"
     fi
 }
 
