@@ -250,6 +250,7 @@ def latency(
     assert svc.worker is not None
     warm_up(svc)
     router = router_process(s) if split else None
+    children0 = children_cpu_seconds()  # the producer's, once it is waited for
     producer = subprocess.Popen(
         [
             sys.executable, "-m", "stream.cli", "produce", "--count", str(count),
@@ -270,8 +271,7 @@ def latency(
         if producer.poll() not in (None, 0):
             raise RuntimeError("producer failed")
     cpu1, svc1 = own_cpu_seconds(), service_cpu_seconds()
-    children0 = children_cpu_seconds()
-    producer.wait(60)
+    producer.wait(60)  # (the loop's poll may have waited for it already)
     producer_cpu = children_cpu_seconds() - children0  # the producer: the only child waited
     if router is not None:
         router.terminate()
