@@ -126,9 +126,7 @@ class Router:
                 self._route(m)
             clock.lap("router_route")
         except KafkaException as exc:
-            log.warning("router transaction failed, retrying the batch: %s", exc)
-            self.producer.abort_transaction(30)
-            self._rewind(msgs + poison)
+            self._abort(msgs + poison, exc)
             return 0
         metrics.batch_seconds.labels("router_route").observe(clock.batch["router_route"])
         offsets = self._next_offsets(msgs + poison)
@@ -160,15 +158,19 @@ class Router:
             return False
         except KafkaException as exc:
             self.committing = None
-            log.warning("router transaction failed, retrying the batch: %s", exc)
-            self.producer.abort_transaction(30)
-            self._rewind(c.msgs)
+            self._abort(c.msgs, exc)
             return True
         self.committing = None
         metrics.batch_seconds.labels("router_txn").observe(seconds)
         metrics.consumed.labels("router").inc(len(c.msgs))
         metrics.produced.labels(self.s.by_scope_topic).inc(c.routed)
         return True
+
+    def _abort(self, msgs: list[Message], exc: KafkaException) -> None:
+        """A transaction that failed (routing or committing): aborted, its batch read again."""
+        log.warning("router transaction failed, retrying the batch: %s", exc)
+        self.producer.abort_transaction(30)
+        self._rewind(msgs)
 
     def _is_error(self, m: Message) -> bool:
         err = m.error()
