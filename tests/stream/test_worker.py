@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import replace
+from types import SimpleNamespace
+
+from confluent_kafka import TopicPartition
 
 from processors.config import EngineConfig
 from schemas.outputs import SUMMARY_EXCLUDE, ClusterResult
 from state.db import BatchWrite, OffsetRow
 from stream import metrics, records, synthetic
 from stream.service import Service
+from stream.worker import Worker
 from tests.conftest import wait_until
 from tests.stream.conftest import Env
 
@@ -188,3 +192,41 @@ def test_a_graceful_close_publishes_the_snapshots_still_owed(env: Env) -> None:
     finally:
         if not closed:
             svc.close()
+
+
+class _Recorder:
+    """Stands in for the worker's protocol and consumer: records the order of calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def collect(self) -> bool:
+        self.calls.append("collect")
+        return True
+
+    def take_over(self, partition: int) -> int:
+        self.calls.append(f"take_over {partition}")
+        return 0
+
+    def revoke(self, partition: int) -> None:
+        self.calls.append(f"revoke {partition}")
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append("assign")
+
+    def unassign(self) -> None:
+        self.calls.append("unassign")
+
+
+def test_a_rebalance_collects_the_batch_in_flight_first() -> None:
+    """The batch in flight commits while its partitions are still this worker's (revoke),
+    and before any partition is loaded from PostgreSQL (assign): a take-over must see the
+    offsets that batch stores."""
+    rec = _Recorder()
+    me = SimpleNamespace(protocol=rec, topic="t", relay_outbox=lambda: None)
+    parts = [TopicPartition("t", 1), TopicPartition("t", 4)]
+    Worker._on_revoke(me, rec, parts)  # type: ignore[arg-type]
+    assert rec.calls == ["collect", "revoke 1", "revoke 4", "unassign"]
+    rec.calls.clear()
+    Worker._on_assign(me, rec, parts)  # type: ignore[arg-type]
+    assert rec.calls == ["collect", "take_over 1", "take_over 4", "assign"]
