@@ -110,9 +110,6 @@ class FakeProducer:
     def flush(self, timeout: float) -> int:
         return 0
 
-    def list_topics(self, *a: Any, **kw: Any) -> None:
-        raise AssertionError("not needed")
-
 
 Fakes = tuple[router.Router, FakeProducer, FakeConsumer]
 
