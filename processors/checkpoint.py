@@ -30,7 +30,11 @@ import numpy.typing as npt
 from schemas.errors import CheckpointError
 
 MAGIC = b"STG4CKPT"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: facet tallies and members' facets carry their granularity tags (mentions, entity
+types, categories, storylines, events), which format 1 left out: a restored engine lost
+them from its Stage 5 outputs. Format 1 still loads, with those tags empty."""
+READS = (1, 2)
 _PREFIX = struct.Struct("<8sIQ")
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -80,10 +84,10 @@ def load(data: bytes) -> tuple[dict[str, Any], list[Part]]:
             "not a clusterer checkpoint (checkpoints written before format 1 were pickles "
             "and are not read: replay the partition instead)"
         )
-    if version != FORMAT_VERSION:
+    if version not in READS:
         raise CheckpointError(
             f"checkpoint format version {version} is not supported; this version reads "
-            f"format {FORMAT_VERSION}"
+            f"formats {', '.join(map(str, READS))}"
         )
     end = _PREFIX.size + length
     if end > len(view):

@@ -66,6 +66,11 @@ def uuid5_str(name: str) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+def _tags(row: list[Any]) -> tuple[tuple[str, str], ...]:
+    """The tags of a checkpoint's facet-table row (none in format 1)."""
+    return tuple((k, v) for k, v in row[4]) if len(row) > 4 else ()
+
+
 @dataclass(slots=True)
 class Member:
     document_id: str | None
@@ -561,10 +566,12 @@ class ScopeState:
             "recon_runs": self.recon_runs,
             "facet_counts": [
                 [dict(c) for c in (f.terms, f.entities, f.domains, f.event_types)]
+                + [[[k, v, n] for (k, v), n in f.tags.items()]]
                 for f in (self.facets[s] for s in live_l)
             ],
             "facet_table": [
-                [list(f.terms), list(f.entities), f.domain, f.event_type] for f in facet_index
+                [list(f.terms), list(f.entities), f.domain, f.event_type, [list(g) for g in f.tags]]
+                for f in facet_index
             ],
             "member_ids": m_ids,
             "member_documents": m_docs,
@@ -614,15 +621,19 @@ class ScopeState:
             getattr(st, name)[live] = arrays[name]
         st.res_next[live] = arrays["res_next"]
         st.slot_of = {int(c): int(s) for c, s in zip(arrays["cid"], live, strict=True)}
+        # format 1 wrote no granularity tags (four entries per row): they restore empty
         table = [EMPTY] + [
-            Facets(tuple(t), tuple(e), d, ev) for t, e, d, ev in fields["facet_table"][1:]
+            Facets(tuple(row[0]), tuple(row[1]), row[2], row[3], _tags(row))
+            for row in fields["facet_table"][1:]
         ]
         for s, counts in zip(live.tolist(), fields["facet_counts"], strict=True):
             f = st.facets[s]
             for counter, values in zip(
-                (f.terms, f.entities, f.domains, f.event_types), counts, strict=True
+                (f.terms, f.entities, f.domains, f.event_types), counts[:4], strict=True
             ):
                 counter.update(values)
+            if len(counts) > 4:
+                f.tags.update({(k, v): n for k, v, n in counts[4]})
         m_slot = arrays["member_slot"].tolist()
         m_time = arrays["member_time"].tolist()
         m_facet = arrays["member_facet"].tolist()

@@ -363,11 +363,26 @@ def test_membership_moves_replay_to_the_live_memberships():
     assert {"retired", "merged"} <= {s for c, s in clusters.items() if c not in results_now}
 
 
+def _tagged(i: int) -> dict[str, object]:
+    """Metadata with every facet: terms, domain, and the granularity tags (mention, entity
+    type, categories, storyline, events) that Stage 5's cluster results carry."""
+    return {
+        "title": f"story {i % 6} words",
+        "domain": "news",
+        "entity_text": f"Name {i % 3}",
+        "entity_type": "PERSON",
+        "categories": [f"cat{i % 4}"],
+        "storyline_id": f"s{i % 5}",
+        "event_id": f"e{i % 7}",
+    }
+
+
 def test_snapshot_restore_continues_byte_for_byte(small_stream):
-    """Learn a part, checkpoint, restore, learn the rest == learn everything at once."""
+    """Learn a part, checkpoint, restore, learn the rest == learn everything at once: the
+    assignments, the checkpoints and the cluster results (their tags included)."""
     x, _ = small_stream
     cfg = CFG.replace(retire_weight=0.5, half_life_seconds=60.0)
-    meta = [{"title": f"story {i % 6} words", "domain": "news"} for i in range(len(x))]
+    meta = [_tagged(i) for i in range(len(x))]
     whole = Engine(cfg)
     a = learn(whole, x, metadata=meta).assignments()
     first = Engine(cfg)
@@ -376,10 +391,41 @@ def test_snapshot_restore_continues_byte_for_byte(small_stream):
     resumed = Engine.restore(data)
     assert resumed.snapshot() == data  # nothing is lost on the way
     assert resumed.stats() == first.stats()
+    assert [c.model_dump_json() for c in resumed.results(include_candidates=True)] == [
+        c.model_dump_json() for c in first.results(include_candidates=True)
+    ]
     b += learn(resumed, x[150:], 150, metadata=meta[150:]).assignments()
     assert [m.model_dump_json() for m in a] == [m.model_dump_json() for m in b]
     assert snapshot_bytes(whole) == snapshot_bytes(resumed)
     assert whole.snapshot() == resumed.snapshot()
+    results = [c.model_dump_json() for c in whole.results(include_candidates=True)]
+    assert results == [c.model_dump_json() for c in resumed.results(include_candidates=True)]
+    assert any('"storyline_ids":["s' in r for r in results)
+
+
+def test_a_format_1_checkpoint_still_loads(small_stream, monkeypatch):
+    """Format 1 wrote no granularity tags: it loads, with those tags empty (what every
+    restore gave before format 2), and everything else as written."""
+    from processors import checkpoint
+
+    x, _ = small_stream
+    eng = Engine(CFG)
+    learn(eng, x[:150], metadata=[_tagged(i) for i in range(150)])
+    config, parts = checkpoint.load(eng.snapshot())
+    for fields, _ in parts:  # the rows as format 1 wrote them
+        fields["facet_table"] = [row[:4] for row in fields["facet_table"]]
+        fields["facet_counts"] = [row[:4] for row in fields["facet_counts"]]
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 1)
+    old = checkpoint.dump(config, parts)
+    monkeypatch.undo()
+    restored = Engine.restore(old)
+    assert restored.stats() == eng.stats()
+    kept, now = restored.results(include_candidates=True), eng.results(include_candidates=True)
+    assert [(c.cluster_id, c.member_ids, c.domain) for c in kept] == [
+        (c.cluster_id, c.member_ids, c.domain) for c in now
+    ]
+    assert all(not c.storyline_ids and not c.event_ids for c in kept)
+    assert any(c.storyline_ids for c in now)
 
 
 def test_snapshot_holds_only_live_state(small_stream):
@@ -407,8 +453,8 @@ def test_restore_rejects_what_it_cannot_read(small_stream):
     learn(eng, x[:100])
     data = eng.snapshot()
     assert data[:8] == b"STG4CKPT"
-    future = data[:8] + struct.pack("<I", 2) + data[12:]
-    with pytest.raises(CheckpointError, match="version 2 is not supported"):
+    future = data[:8] + struct.pack("<I", 3) + data[12:]
+    with pytest.raises(CheckpointError, match="version 3 is not supported"):
         Engine.restore(future)
     with pytest.raises(CheckpointError, match="not a clusterer checkpoint"):
         Engine.restore(pickle.dumps({"an": "old pickle"}))
