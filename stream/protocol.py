@@ -533,7 +533,7 @@ class BatchProtocol:
             except DB_ERRORS as exc:
                 self.postgres_ok = False
                 metrics.postgres_retries.inc()
-                self.reset_pool(loop, store)
+                self._reset(loop, store)
                 if time.monotonic() > deadline:
                     raise
                 log.warning("postgres call failed (%r); retrying in %.1fs", exc, delay)
@@ -543,8 +543,12 @@ class BatchProtocol:
             finally:
                 self.db_since = None
 
-    @staticmethod
-    def reset_pool(loop: asyncio.AbstractEventLoop, store: Store) -> None:
+    def reset_pool(self) -> None:
         """After a failure no pooled connection is trusted: the next call opens new ones."""
+        self._reset(self.loop, self.store)
+
+    @staticmethod
+    def _reset(loop: asyncio.AbstractEventLoop, store: Store) -> None:
+        """`reset_pool` for an event loop and its store (the committer thread has its own)."""
         with contextlib.suppress(*_RESET_ERRORS):
             loop.run_until_complete(asyncio.wait_for(store.pool.expire_connections(), 10))

@@ -475,7 +475,7 @@ class Worker:
         except DB_ERRORS:
             proto.postgres_ok = False
         if not proto.postgres_ok:
-            proto.reset_pool(self.loop, self.store)
+            proto.reset_pool()
         if was and not proto.postgres_ok:
             log.warning("postgres unreachable")
         for p in list(self.runs):
