@@ -349,8 +349,8 @@ class Engine:
                 if no < 0:
                     append(Move(item, scope, etype, None))
                     continue
-                m = members[slot_of[no]][item]
-                append(Move(item, scope, etype, name(no), m.document_id, m.event_time, sim(item)))
+                doc, t, _ = members[slot_of[no]][item]
+                append(Move(item, scope, etype, name(no), doc, t, sim(item)))
                 entered.add(no)
             touched.update(st.cluster_names(list(entered)))
             for cid in sorted(touched):

@@ -90,33 +90,41 @@ STORYLINE = "storyline"
 EVENT = "event"
 
 
-@dataclass(frozen=True, slots=True)
-class Facets:
-    terms: tuple[str, ...] = ()
-    entities: tuple[str, ...] = ()
-    domain: str | None = None
-    event_type: str | None = None
-    tags: tuple[tuple[str, str], ...] = ()
+Facets = tuple[
+    tuple[str, ...], tuple[str, ...], str | None, str | None, tuple[tuple[str, str], ...]
+]
+"""A member's facets: (terms, entities, domain, event type, tags).
 
-    def tag(self, kind: str) -> str | None:
-        return next((v for k, v in self.tags if k == kind), None)
-
-    def __setstate__(self, state: list[Any]) -> None:
-        """Checkpoints written before a field existed load with that field's default."""
-        values = dict(zip(_FACET_FIELDS, state, strict=False))
-        for name, default in _FACET_DEFAULTS.items():
-            object.__setattr__(self, name, values.get(name, default))
+A plain tuple rather than a class: the engine holds one per member, and the cyclic collector
+stops tracking an exact tuple of strings in one of its first passes, where a class instance
+stays in every full pass (see `processors.scope.Member`)."""
 
 
-_FACET_FIELDS = ("terms", "entities", "domain", "event_type", "tags")
-_FACET_DEFAULTS: dict[str, Any] = {
-    "terms": (),
-    "entities": (),
-    "domain": None,
-    "event_type": None,
-    "tags": (),
-}
-EMPTY = Facets()
+def facets(
+    terms: tuple[str, ...] = (),
+    entities: tuple[str, ...] = (),
+    domain: str | None = None,
+    event_type: str | None = None,
+    tags: tuple[tuple[str, str], ...] = (),
+) -> Facets:
+    """Facets by name.
+
+    >>> facets(("biden",), domain="political")
+    (('biden',), (), 'political', None, ())
+    """
+    return (terms, entities, domain, event_type, tags)
+
+
+def tag(f: Facets, kind: str) -> str | None:
+    """The first tag of one kind (MENTION, ...), None when the member has none.
+
+    >>> tag(facets(tags=(("category", "politics"), ("mention", "Biden"))), "mention")
+    'Biden'
+    """
+    return next((v for k, v in f[4] if k == kind), None)
+
+
+EMPTY: Facets = facets()
 
 
 def _text(value: Any) -> str | None:
@@ -174,13 +182,7 @@ def extract(meta: dict[str, Any] | None) -> Facets:
     evt = _text(meta.get("event_type"))
     if not (terms or ents or tags or dom or evt):
         return EMPTY
-    return Facets(
-        terms=terms,
-        entities=tuple(dict.fromkeys(ents)),
-        domain=dom,
-        event_type=evt,
-        tags=tuple(tags),
-    )
+    return (terms, tuple(dict.fromkeys(ents)), dom, evt, tuple(tags))
 
 
 def _bump(c: Counter[Any], key: Any, sign: int) -> None:
@@ -204,15 +206,16 @@ class FacetCounts:
     def add(self, f: Facets, sign: int = 1) -> None:
         if f is EMPTY:
             return
-        for t in f.terms:
+        terms, entities, domain, event_type, tags = f
+        for t in terms:
             _bump(self.terms, t, sign)
-        for e in f.entities:
+        for e in entities:
             _bump(self.entities, e, sign)
-        if f.domain:
-            _bump(self.domains, f.domain, sign)
-        if f.event_type:
-            _bump(self.event_types, f.event_type, sign)
-        for g in f.tags:
+        if domain:
+            _bump(self.domains, domain, sign)
+        if event_type:
+            _bump(self.event_types, event_type, sign)
+        for g in tags:
             _bump(self.tags, g, sign)
 
     def empty(self) -> bool:
@@ -228,18 +231,6 @@ class FacetCounts:
     def of(self, kind: str) -> Counter[str]:
         """The tally of one granularity tag kind (MENTION, CATEGORY, ...)."""
         return Counter({v: n for (k, v), n in self.tags.items() if k == kind})
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, state: Any) -> None:
-        """Checkpoints written before `tags` existed load with an empty tally (a rolling
-        upgrade must not turn stored checkpoints into a crash loop)."""
-        if isinstance(state, tuple):  # the default slots pickle: (None, {slot: value})
-            state = state[1] or {}
-        for name in self.__slots__:
-            value = state.get(name)
-            setattr(self, name, value if value is not None else Counter())
 
 
 def top(counter: Counter[str], n: int) -> list[str]:

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 
 from processors.facets import FacetCounts
-from processors.scope import ScopeState
+from processors.scope import TIME, ScopeState
 
 
 def reservoir(scope: ScopeState, slot: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -96,7 +96,7 @@ def mean_pairwise_similarity(scope: ScopeState, slot: int) -> float:
         return 1.0
     ls = scope.ls[slot]
     c = float(ls @ ls) / (w * w)
-    times = np.fromiter((m.event_time for m in members.values()), np.float64, len(members))
+    times = np.fromiter((m[TIME] for m in members.values()), np.float64, len(members))
     age = np.maximum(float(scope.tref[slot]) - times, 0.0)
     wi = np.exp(-math.log(2.0) * age / scope.cfg.half_life_seconds)
     inv_n_eff = float(wi @ wi) / float(wi.sum()) ** 2

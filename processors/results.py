@@ -4,7 +4,7 @@ granularity fields, built from the engine's in-memory state of the cluster."""
 from __future__ import annotations
 
 from processors.config import EngineConfig
-from processors.facets import CATEGORY, ENTITY_TYPE, EVENT, MENTION, STORYLINE, top
+from processors.facets import CATEGORY, ENTITY_TYPE, EVENT, MENTION, STORYLINE, tag, top
 from processors.representatives import (
     canonical_mention,
     document_frequency,
@@ -12,7 +12,7 @@ from processors.representatives import (
     mean_pairwise_similarity,
     representatives,
 )
-from processors.scope import STATUS_NAMES, ScopeState
+from processors.scope import DOC, FACETS, STATUS_NAMES, ScopeState
 from processors.search import backend_name
 from schemas.outputs import ClusterMetadata, ClusterResult, iso_utc
 
@@ -33,7 +33,7 @@ def cluster_result(
     scope's event-time watermark (deterministic: never the wall clock)."""
     members = st.members[slot]
     ids = list(members)[: cfg.max_snapshot_members]
-    docs = list(dict.fromkeys(m.document_id for m in members.values() if m.document_id))
+    docs = list(dict.fromkeys(m[DOC] for m in members.values() if m[DOC]))
     fc = st.facets[slot]
     reps = representatives(st, slot, cfg.representatives_k)
     medoid = reps[0] if reps else None
@@ -41,7 +41,7 @@ def cluster_result(
         df = document_frequency(st)
         n_live = len(st.live_slots())
     mentions = fc.of(MENTION)
-    medoid_mention = members[medoid].facets.tag(MENTION) if medoid in members else None
+    medoid_mention = tag(members[medoid][FACETS], MENTION) if medoid in members else None
     categories = top(fc.of(CATEGORY), 3)
     return ClusterResult(
         cluster_id=st.cluster_id(slot),

@@ -20,7 +20,7 @@ import hashlib
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -71,11 +71,16 @@ def _tags(row: list[Any]) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in row[4]) if len(row) > 4 else ()
 
 
-@dataclass(slots=True)
-class Member:
-    document_id: str | None
-    event_time: float
-    facets: Facets
+Member = tuple[str | None, float, Facets]
+"""A held item: (document id, event time, facets), read through `DOC`, `TIME`, `FACETS`.
+
+A plain tuple of strings, a float and a `Facets` tuple, not a class: the cyclic collector
+stops tracking such a tuple in one of its first passes, and a cluster's member dictionary in
+the next full pass. Full passes hold the GIL, stalling the worker's loop and committer; they
+no longer walk one object per held item (tests/processors/test_scope.py)."""
+DOC: Final = 0
+TIME: Final = 1
+FACETS: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +321,7 @@ class ScopeState:
         if t > self.t_last[slot]:
             self.t_last[slot] = t
         mem = self.members[slot]
-        mem[item] = Member(doc, t, facets)
+        mem[item] = (doc, t, facets)
         self.item_slot[item] = slot
         self.moves[item] = int(self.cid[slot])
         pos = int(self.res_next[slot]) % self.cfg.reservoir_size
@@ -449,11 +454,11 @@ class ScopeState:
                 p = self.res_ids[slot].index(it)
                 vec = self.res_vec[slot, p].copy()
                 self.res_ids[slot][p] = None
-                self.facets[slot].add(m.facets, -1)
-                self._record_member(ns, vec, it, m.document_id, m.event_time, m.facets)
+                self.facets[slot].add(m[FACETS], -1)
+                self._record_member(ns, vec, it, *m)
                 moved.append(it)
-            self.t_first[ns] = min((m.event_time for m in self.members[ns].values()), default=t)
-            self.t_last[ns] = max((m.event_time for m in self.members[ns].values()), default=t)
+            self.t_first[ns] = min((m[TIME] for m in self.members[ns].values()), default=t)
+            self.t_last[ns] = max((m[TIME] for m in self.members[ns].values()), default=t)
             parts_done.append((ns, sorted(moved)))
         n = float(np.linalg.norm(self.ls[slot]))
         self.norm[slot] = n
@@ -477,11 +482,11 @@ class ScopeState:
         m = self.members[slot].pop(item_id)
         self.item_slot.pop(item_id, None)
         self.moves[item_id] = -1
-        self.facets[slot].add(m.facets, -1)
+        self.facets[slot].add(m[FACETS], -1)
         if not self.members[slot]:
             self.retire(slot, "emptied")
             return left
-        wt = decay_factor(max(self.tref[slot] - m.event_time, 0.0), self.cfg.half_life_seconds)
+        wt = decay_factor(max(self.tref[slot] - m[TIME], 0.0), self.cfg.half_life_seconds)
         wt = min(wt, float(self.w[slot]) * (1 - 1e-9))
         if item_id in self.res_ids[slot]:
             p = self.res_ids[slot].index(item_id)
@@ -527,12 +532,12 @@ class ScopeState:
         r_slot: list[int] = []
         r_pos: list[int] = []
         for s in live_l:
-            for item, m in self.members[s].items():
+            for item, (doc, t, f) in self.members[s].items():
                 m_ids.append(item)
-                m_docs.append(m.document_id)
+                m_docs.append(doc)
                 m_slot.append(s)
-                m_time.append(m.event_time)
-                m_facet.append(facet_index.setdefault(m.facets, len(facet_index)))
+                m_time.append(t)
+                m_facet.append(facet_index.setdefault(f, len(facet_index)))
             for p, rid in enumerate(self.res_ids[s]):
                 if rid is not None:
                     r_ids.append(rid)
@@ -570,8 +575,8 @@ class ScopeState:
                 for f in (self.facets[s] for s in live_l)
             ],
             "facet_table": [
-                [list(f.terms), list(f.entities), f.domain, f.event_type, [list(g) for g in f.tags]]
-                for f in facet_index
+                [list(terms), list(ents), dom, evt, [list(g) for g in tags]]
+                for terms, ents, dom, evt, tags in facet_index
             ],
             "member_ids": m_ids,
             "member_documents": m_docs,
@@ -623,7 +628,7 @@ class ScopeState:
         st.slot_of = {int(c): int(s) for c, s in zip(arrays["cid"], live, strict=True)}
         # format 1 wrote no granularity tags (four entries per row): they restore empty
         table = [EMPTY] + [
-            Facets(tuple(row[0]), tuple(row[1]), row[2], row[3], _tags(row))
+            (tuple(row[0]), tuple(row[1]), row[2], row[3], _tags(row))
             for row in fields["facet_table"][1:]
         ]
         for s, counts in zip(live.tolist(), fields["facet_counts"], strict=True):
@@ -640,7 +645,7 @@ class ScopeState:
         for item, doc, s, t, fi in zip(
             fields["member_ids"], fields["member_documents"], m_slot, m_time, m_facet, strict=True
         ):
-            st.members[s][item] = Member(doc, t, table[fi])
+            st.members[s][item] = (doc, t, table[fi])
             st.item_slot[item] = s
         rs, rp = arrays["res_slot"], arrays["res_pos"]
         st.res_vec[rs, rp] = arrays["res_vec"]
@@ -782,7 +787,7 @@ class ScopeState:
         running_max: list[float] | None = None
         for i, slot in enumerate(slots_l):
             mem = members[slot]
-            mem[items[i]] = Member(docs[i], times_l[i], facets[i])
+            mem[items[i]] = (docs[i], times_l[i], facets[i])
             if has_facets and facets[i] is not EMPTY:
                 scope_facets[slot].add(facets[i])
             if len(mem) > warn_at and cid_l[i] not in warned:

@@ -1,6 +1,10 @@
+import gc
 from typing import Any
 
-from processors.scope import change_event
+import numpy as np
+
+from processors import Batch, Engine, EngineConfig
+from processors.scope import FACETS, change_event
 from schemas.outputs import ChangeEvent
 
 
@@ -24,3 +28,25 @@ def test_change_event_is_what_model_construct_builds() -> None:
     assert fast.model_fields_set == slow.model_fields_set
     assert fast.model_dump_json() == slow.model_dump_json()
     assert ChangeEvent.model_validate_json(fast.model_dump_json()) == slow
+
+
+def test_held_members_leave_the_cyclic_collector() -> None:
+    """Each full pass of the collector holds the GIL (the worker's loop and committer stall):
+    the engine's members, their facets and the clusters' member tables must not stay in it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    meta = [
+        {"title": f"story {i % 7} words", "entity_text": f"E{i % 5}", "categories": ["c"]}
+        for i in range(len(x))
+    ]
+    eng = Engine(EngineConfig(tick_items=50))
+    times = np.arange(len(x), dtype=np.float64)
+    eng.learn(Batch(x, [f"i{i}" for i in range(len(x))], times, None, meta))
+    gc.collect()  # a tuple leaves once its items have: the members in this pass or the next
+    gc.collect()
+    (scope,) = eng.scopes.values()
+    held = [(tables, m) for tables in scope.members for m in tables.values()]
+    assert held
+    assert not [m for _, m in held if gc.is_tracked(m) or gc.is_tracked(m[FACETS])]
+    assert not [t for t, _ in held if gc.is_tracked(t)]
