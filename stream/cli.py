@@ -169,6 +169,8 @@ def _api(args: argparse.Namespace) -> int:
 
     s = ApiSettings.from_env(port=args.port, host=args.host)
     return serve(s, load_config(args.config or s.service.engine_config))
+
+
 def _export(args: argparse.Namespace) -> int:
     import asyncio
 

@@ -115,6 +115,8 @@ def forget_partition(topic: str, partition: int) -> None:
     would add phantom lag to every sum over the group."""
     with contextlib.suppress(KeyError):
         consumer_lag.remove(topic, str(partition))
+
+
 retention_removed = Counter(
     "clusterer_retention_rows_removed_total",
     "Rows removed by retention runs, by table",

@@ -119,6 +119,10 @@ def produce_synthetic(
     `granularities` is off; per-vector events (`documents=False`) are document vectors."""
     p = Producer(s.producer_config())
     target = topic or s.input_topics[0]
+    # the schedule starts once the broker has answered: messages stamped while the client
+    # still connects wait for it (~0.65 s here), which a latency run would count as the
+    # service's (docs/benchmarks.md, run 7)
+    p.list_topics(target, timeout=30)
     t0 = time.monotonic()
     source: Iterator[tuple[synthetic.SyntheticItem, synthetic.DocumentFamily | None]] = (
         synthetic.stage3_stream(count, dim, seed=seed)

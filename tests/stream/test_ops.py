@@ -15,9 +15,16 @@ from stream.settings import Settings
 
 class TimedProducer:
     sent: ClassVar[list[float]] = []
+    connected: ClassVar[float] = 0.0
+    CONNECTING = 0.1  # seconds until the broker answers: what a fresh client waits for
 
     def __init__(self, conf: dict[str, Any]) -> None:
         TimedProducer.sent = []
+        TimedProducer.connected = 0.0
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        time.sleep(self.CONNECTING)  # the fake's connection time, not a wait on a race
+        TimedProducer.connected = time.monotonic()
 
     def produce(self, topic: str, value: bytes, **kw: Any) -> None:
         TimedProducer.sent.append(time.monotonic())
@@ -42,3 +49,15 @@ def test_a_rate_is_kept_in_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert early <= ops._PACE_SECONDS + 0.002  # 2 ms: the clock read before t0
     gaps = sorted(b - a for a, b in itertools.pairwise(sent))
     assert gaps[len(gaps) // 2] < 0.1 / rate  # most messages leave right after another
+
+
+def test_the_schedule_starts_once_connected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages produced while the client still connects are stamped but wait: the schedule
+    starts after the broker's first answer, so no burst makes up for the connection."""
+    monkeypatch.setattr(ops, "Producer", TimedProducer)
+    rate, count = 2000.0, 400
+    assert ops.produce_synthetic(Settings(), count, 8, rate=rate, documents=False) == count
+    t0, sent = TimedProducer.connected, TimedProducer.sent
+    assert t0 and sent[0] >= t0
+    early = max((i + 1) / rate - (t - t0) for i, t in enumerate(sent))
+    assert early <= ops._PACE_SECONDS + 0.002
