@@ -33,11 +33,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import numpy as np
 
-from state.db import migrate
+from benchmarks.scratch import own_state
 from stream.settings import Settings
 from tests.api.conftest import ADMIN_TOKEN, drop_cache, fill_cache, fill_database, run_engine
 from tests.stream.conftest import free_port
@@ -151,67 +150,54 @@ def main() -> None:
     args = ap.parse_args()
     base_settings = Settings.from_env()
     name = f"benchapi{uuid.uuid4().hex[:8]}"
-    admin_dsn = base_settings.postgres_dsn
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
+    with own_state(base_settings.postgres_dsn, base_settings.redis_url, name) as dsn:
+        s = Settings.from_env(postgres_dsn=dsn, prefix=name)
+        procs: list[subprocess.Popen[bytes]] = []
         try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    s = Settings.from_env(postgres_dsn=dsn, prefix=name)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        asyncio.run(migrate(dsn))
-        t0 = time.perf_counter()
-        run = run_engine(args.items, args.dim, seed=11, topics=args.topics)
-        asyncio.run(fill_database(dsn, run))
-        membership, results = fill_cache(run, s.redis_url, name)
-        items = sorted({it for _, it in membership})
-        print(
-            json.dumps(
-                {
-                    "setup": {
-                        "items": args.items,
-                        "memberships": len(membership),
-                        "active_clusters": len(results),
-                        "seconds": round(time.perf_counter() - t0, 1),
+            t0 = time.perf_counter()
+            run = run_engine(args.items, args.dim, seed=11, topics=args.topics)
+            asyncio.run(fill_database(dsn, run))
+            membership, results = fill_cache(run, s.redis_url, name)
+            items = sorted({it for _, it in membership})
+            print(
+                json.dumps(
+                    {
+                        "setup": {
+                            "items": args.items,
+                            "memberships": len(membership),
+                            "active_clusters": len(results),
+                            "seconds": round(time.perf_counter() - t0, 1),
+                        }
                     }
-                }
-            ),
-            flush=True,
-        )
-        rnd = random.Random(5)
+                ),
+                flush=True,
+            )
+            rnd = random.Random(5)
 
-        def item() -> tuple[str, dict[str, Any]]:
-            return f"/api/v1/items/{rnd.choice(items)}", {}
+            def item() -> tuple[str, dict[str, Any]]:
+                return f"/api/v1/items/{rnd.choice(items)}", {}
 
-        def listing() -> tuple[str, dict[str, Any]]:
-            return "/api/v1/clusters", rnd.choice(LISTS)
+            def listing() -> tuple[str, dict[str, Any]]:
+                return "/api/v1/clusters", rnd.choice(LISTS)
 
-        for cache_seconds, phases in ((5.0, ("cached",)), (0.0, ("uncached",))):
-            proc, base = _start_api(s, cache_seconds)
-            procs.append(proc)
-            for label in phases:
-                if label == "uncached":
-                    drop_cache(s.redis_url, name)
-                for what, make in (("item_lookup", item), ("cluster_list", listing)):
-                    for rate in (float(r) for r in args.rates.split(",")):
-                        out = asyncio.run(
-                            _phase(base, args.clients, args.requests, make, ADMIN_TOKEN, rate)
-                        )
-                        print(json.dumps({"phase": f"{what}_{label}", **out}), flush=True)
-            proc.terminate()
-            proc.wait(30)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        drop_cache(s.redis_url, name)
-        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            for cache_seconds, phases in ((5.0, ("cached",)), (0.0, ("uncached",))):
+                proc, base = _start_api(s, cache_seconds)
+                procs.append(proc)
+                for label in phases:
+                    if label == "uncached":
+                        drop_cache(s.redis_url, name)
+                    for what, make in (("item_lookup", item), ("cluster_list", listing)):
+                        for rate in (float(r) for r in args.rates.split(",")):
+                            out = asyncio.run(
+                                _phase(base, args.clients, args.requests, make, ADMIN_TOKEN, rate)
+                            )
+                            print(json.dumps({"phase": f"{what}_{label}", **out}), flush=True)
+                proc.terminate()
+                proc.wait(30)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from benchmarks.scratch import own_database
 from processors import Batch, Engine, EngineConfig, ScopeKey
-from state.db import DB_ERRORS, BatchWrite, Fenced, OffsetRow, Store, migrate
+from state.db import DB_ERRORS, BatchWrite, Fenced, OffsetRow, Store
 from state.retention import RetentionPolicy, run, table_stats
 from stream.protocol import PartitionOffsets, PartitionRun, Pending
 from stream.settings import Settings
@@ -152,24 +153,11 @@ def main() -> None:
 
     s = Settings.from_env()
     name = f"bench_retention_{uuid.uuid4().hex[:8]}"
-    admin = s.postgres_dsn
-
-    async def admin_sql(q: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(q)
-        finally:
-            await conn.close()
-
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(admin_sql(f"CREATE DATABASE {name}"))
-    dsn = admin.rsplit("/", 1)[0] + f"/{name}"
     try:
-        loop.run_until_complete(migrate(dsn))
-        out = stream(args, s, dsn, loop)
+        with own_database(s.postgres_dsn, name, keep=args.keep_database) as dsn:
+            out = stream(args, s, dsn, loop)
     finally:
-        if not args.keep_database:
-            loop.run_until_complete(admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         loop.close()
     print(json.dumps(out))
 

@@ -92,6 +92,12 @@ class Cache:
             self._fail(exc)
             return False
 
+    def clear(self) -> None:
+        """Delete every key of this prefix (raises RedisError): before a rebuild, and where a
+        run's namespace goes away (tests, benchmarks)."""
+        for key in self.client.scan_iter(match=f"{self.prefix}:*", count=1000):
+            self.client.delete(key)
+
     async def rebuild(
         self,
         memberships: Callable[[], object],
@@ -101,8 +107,7 @@ class Cache:
         (cluster_type, item_id, cluster_id). Returns the number of items written."""
         n = 0
         try:
-            for key in self.client.scan_iter(match=f"{self.prefix}:*"):
-                self.client.delete(key)
+            self.clear()
             async for chunk in memberships():  # type: ignore[attr-defined]
                 sets: dict[str, dict[FieldT, EncodableT]] = {}
                 for ct, item, cid in chunk:

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -144,9 +143,7 @@ def fill_cache(
 
 
 def drop_cache(redis_url: str, prefix: str) -> None:
-    rc = redis.Redis.from_url(redis_url)
-    for key in rc.scan_iter(match=f"{prefix}:*"):
-        rc.delete(key)
+    Cache(redis_url, prefix).clear()
 
 
 @pytest.fixture
