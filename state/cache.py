@@ -95,7 +95,7 @@ class Cache:
     def clear(self) -> None:
         """Delete every key of this prefix (raises RedisError): before a rebuild, and where a
         run's namespace goes away (tests, benchmarks)."""
-        for key in self.client.scan_iter(match=f"{self.prefix}:*", count=1000):
+        for key in self.client.scan_iter(match=f"{self.prefix}:*"):
             self.client.delete(key)
 
     async def rebuild(
