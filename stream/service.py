@@ -144,11 +144,12 @@ class Service:
 
 
 def freeze_startup() -> None:
-    """Start-up's objects (modules, clients, compiled kernels: ~150,000) live as long as the
+    """Start-up's objects (modules, clients, compiled kernels: ~220,000) live as long as the
     process. Frozen, the cyclic collector's full passes stop scanning them: each pass holds
-    the GIL, so it stalls the loop and the committer alike (longest pass 265 -> 121 ms at
-    4,400 events/s; docs/benchmarks.md, latency). Called by the process's entry point, not
-    by `start`, so that a test process starting services keeps its own collector as is."""
+    the GIL, so it stalls the loop and the committer alike (a full pass over them took
+    ~107 ms here, 0 once frozen; docs/benchmarks.md, run 7). Called by the process's entry
+    point, not by `start`, so that a test process starting services keeps its own
+    collector as is."""
     gc.collect()
     gc.freeze()
 
