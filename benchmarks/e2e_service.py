@@ -499,6 +499,8 @@ def _scale_run(
             if any(x.poll() is not None for x in procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"workers stopped or too slow: {n} of {total}")
             time.sleep(0.05)
+        if not t0:
+            raise RuntimeError("every event was published before the groups settled: raise --count")
         dt = time.perf_counter() - t0
         cpu = sum(pid_cpu_seconds(x.pid) - cpu0[x.pid] for x in procs)
         svc1 = service_cpu_seconds()
