@@ -4,7 +4,7 @@ and cache (docs/benchmarks.md, "The service end to end").
     dev/services.sh up
     .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 30000
     .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --count 20000 --seconds 40
-    .venv/bin/python -m benchmarks.e2e_service scaleout --dim 384 --count 40000
+    .venv/bin/python -m benchmarks.e2e_service scaleout --dim 384 --count 100000
 
 throughput: a backlog of per-vector events is produced first; then one worker (router and
 clustering worker in one loop, as `clusterer worker` runs, here in this process) starts and
