@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from stream import synthetic
 from tests.conftest import ROOT, Services, wait_until
@@ -41,12 +42,24 @@ def committed(env: Env) -> int:
     return int(env.sql("SELECT coalesce(sum(next_offset), 0) FROM consumed_offsets")[0][0])
 
 
+_NO_LEADER_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
 def wait_all_committed(env: Env, n: int, timeout: float = 180.0) -> dict[str, str]:
     """Every routed record committed (memberships shrink as clusters end, so their count
     says nothing here): the stored offsets are past the last record of each partition."""
 
     def done() -> bool:
-        recs = env.by_scope_records()
+        try:
+            recs = env.by_scope_records()
+        except KafkaException as exc:  # the worker has just created the topic: no leader yet
+            if exc.args[0].code() in _NO_LEADER_YET:
+                return False
+            raise
         if len(recs) < n:
             return False
         last: dict[int, int] = {}
