@@ -28,7 +28,6 @@ Prints one JSON line per round and one with the medians per state size.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -40,11 +39,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from state.db import migrate
 from stream.settings import Settings
 from stream.synthetic import SyntheticItem, drifting_stream, vector_event
 from stream.topics import delete_topics, ensure_topics
-from tests.conftest import Services, admin_sql, wait_until
+from tests.conftest import Services, own_database, wait_until
 from tests.stream.conftest import Env, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,9 +178,21 @@ def run_size(
     svc: Services, items: int, dim: int, replay: int, new: int, rounds: int, session_ms: int
 ) -> list[dict[str, Any]]:
     prefix = f"rs{uuid.uuid4().hex[:8]}"
-    admin_sql(svc, f"CREATE DATABASE {prefix}")
-    dsn = svc.postgres.rsplit("/", 1)[0] + f"/{prefix}"
-    asyncio.run(migrate(dsn))
+    with own_database(svc.postgres, prefix) as dsn:
+        return _run_size(svc, prefix, dsn, items, dim, replay, new, rounds, session_ms)
+
+
+def _run_size(
+    svc: Services,
+    prefix: str,
+    dsn: str,
+    items: int,
+    dim: int,
+    replay: int,
+    new: int,
+    rounds: int,
+    session_ms: int,
+) -> list[dict[str, Any]]:
     s = Settings(
         kafka_bootstrap=svc.kafka,
         input_topics=(f"{prefix}.in",),
@@ -243,7 +253,6 @@ def run_size(
             if wp.proc.poll() is None:
                 wp.kill9()
         delete_topics(s, include_inputs=True)
-        admin_sql(svc, f"DROP DATABASE IF EXISTS {prefix} WITH (FORCE)")
     return out
 
 

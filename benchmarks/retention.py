@@ -36,7 +36,6 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from benchmarks.scratch import own_database
 from processors import Batch, Engine, EngineConfig, ScopeKey
 from state.db import DB_ERRORS, BatchWrite, Fenced, OffsetRow, Store
 from state.retention import RetentionPolicy, run, table_stats
@@ -44,6 +43,7 @@ from stream.protocol import PartitionOffsets, PartitionRun, Pending
 from stream.settings import Settings
 from stream.synthetic import drifting_stream
 from stream.worker import Worker
+from tests.conftest import own_database
 
 
 class _Msg:

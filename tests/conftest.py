@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -52,14 +53,17 @@ def services() -> Services:
     return Services(f"127.0.0.1:{kafka}", dsn, f"redis://127.0.0.1:{rd}/0", pg, rd)
 
 
-def admin_sql(services: Services, *statements: str) -> None:
-    """Statements on the maintenance database (CREATE/DROP DATABASE cannot run in a pool)."""
+def admin_sql(services: Services | str, *statements: str) -> None:
+    """Statements on the maintenance database (CREATE/DROP DATABASE cannot run in a pool):
+    the services' database, or the one a DSN names."""
     import asyncio
 
     import asyncpg
 
+    dsn = services if isinstance(services, str) else services.postgres
+
     async def go() -> None:
-        conn = await asyncpg.connect(services.postgres)
+        conn = await asyncpg.connect(dsn)
         try:
             for st in statements:
                 await conn.execute(st)
@@ -69,20 +73,34 @@ def admin_sql(services: Services, *statements: str) -> None:
     asyncio.run(go())
 
 
-@pytest.fixture
-def fresh_database(services: Services) -> Iterator[tuple[str, str]]:
-    """(name, dsn) of a new, migrated database, dropped after the test: no test sees another
-    test's rows. The name doubles as a unique prefix for topics and groups."""
+@contextlib.contextmanager
+def own_database(admin_dsn: str, name: str, keep: bool = False) -> Iterator[str]:
+    """A new migrated database `name` on the server of `admin_dsn`; yields its DSN and drops
+    it afterwards unless `keep` (tests and benchmarks: none sees another's rows). `name`:
+    lower-case letters, digits and underscores."""
     import asyncio
 
     from state.db import migrate
 
+    if not name.replace("_", "").isalnum() or name.lower() != name:
+        raise ValueError(f"not a plain database name: {name!r}")
+    admin_sql(admin_dsn, f"CREATE DATABASE {name}")
+    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        asyncio.run(migrate(dsn))
+        yield dsn
+    finally:
+        if not keep:
+            admin_sql(admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def fresh_database(services: Services) -> Iterator[tuple[str, str]]:
+    """(name, dsn) of a new, migrated database, dropped after the test: no test sees another
+    test's rows. The name doubles as a unique prefix for topics and groups."""
     name = f"t{uuid.uuid4().hex[:10]}"
-    admin_sql(services, f"CREATE DATABASE {name}")
-    dsn = services.postgres.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(migrate(dsn))
-    yield name, dsn
-    admin_sql(services, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with own_database(services.postgres, name) as dsn:
+        yield name, dsn
 
 
 def wait_until(
