@@ -16,7 +16,9 @@ the broker, PostgreSQL, Redis) and µs per event of every step, thread CPU and w
 worker's step clock (`stream/steps.py`).
 latency: the maximum is measured first with a backlog (unless `--rate` is given), then a
 producer process publishes at half of it while the worker runs; latency is the assignment
-message's CreateTime minus the input message's CreateTime (same host clock). The engine runs
+message's CreateTime minus the input message's CreateTime (same host clock); the producer
+builds its messages before it sends the first (`--prebuild`), so that while it is measured
+it only produces (its CPU per event still counts the building). The engine runs
 with a small `reconsolidate_items` so that reconsolidations happen during the test. Before the
 producer starts, 200 events go through every hop (`warm_pipeline`); the percentiles count the
 paced events from `SETTLE_SECONDS` after the first, and the first seconds' maximum is printed
@@ -306,7 +308,7 @@ def _latency(
     producer = subprocess.Popen(
         [
             sys.executable, "-m", "stream.cli", "produce", "--count", str(count),
-            "--dim", str(dim), "--vector-events", "--rate", str(rate),
+            "--dim", str(dim), "--vector-events", "--rate", str(rate), "--prebuild",
             "--bootstrap", s.kafka_bootstrap, "--model", f"{s.prefix}-model",
         ],
         cwd=ROOT, env={**os.environ, "CLUSTERER_INPUT_TOPICS": s.input_topics[0]},

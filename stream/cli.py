@@ -150,6 +150,7 @@ def _produce(args: argparse.Namespace) -> int:
         args.seed,
         model=args.model,
         granularities=not args.documents_only,
+        prebuild=args.prebuild,
     )
     print(f"produced {n} synthetic Stage 3 messages")
     return 0
@@ -363,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--vector-events", action="store_true", help="per-vector events, not documents")
     pr.add_argument(
         "--documents-only", action="store_true", help="documents without events/entities/storylines"
+    )
+    pr.add_argument(
+        "--prebuild",
+        action="store_true",
+        help="build every message before the first is sent (memory: count x message size)",
     )
     pr.set_defaults(func=_produce)
     wa = service_cmd("watch", "live view of the biggest clusters and the lag")

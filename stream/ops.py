@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -113,30 +113,30 @@ def produce_synthetic(
     topic: str | None = None,
     model: str = "synthetic-mpnet",
     granularities: bool = True,
+    prebuild: bool = False,
 ) -> int:
     """Publish the synthetic Stage 3 stream; `rate` messages/s (0: as fast as possible).
     `EmbeddedDocument`s carry the document's events, entities and storylines unless
-    `granularities` is off; per-vector events (`documents=False`) are document vectors."""
+    `granularities` is off; per-vector events (`documents=False`) are document vectors.
+    `prebuild` builds every message before the first leaves (count x the message size in
+    memory): a load generator sharing the machine with the service then spends its CPU on
+    producing alone while it is measured (building took ~47 of its ~85 µs per 384-d event)."""
     p = Producer(s.producer_config())
     target = topic or s.input_topics[0]
+    messages: Iterable[tuple[bytes, bytes]] = _synthetic_messages(
+        count, dim, documents, seed, model, granularities
+    )
+    if prebuild:
+        messages = list(messages)
     # the schedule starts once the broker has answered: messages stamped while the client
     # still connects wait for it (~0.65 s here), which a latency run would count as the
     # service's (docs/benchmarks.md, run 7)
     p.list_topics(target, timeout=30)
     t0 = time.monotonic()
-    source: Iterator[tuple[synthetic.SyntheticItem, synthetic.DocumentFamily | None]] = (
-        synthetic.stage3_stream(count, dim, seed=seed)
-        if documents and granularities
-        else ((item, None) for item in synthetic.stories(count, dim, seed=seed))
-    )
-    for i, (item, family) in enumerate(source):
-        if documents:
-            value = synthetic.embedded_document(item, model, family)
-        else:
-            value = synthetic.vector_event(item, model)
+    for i, (value, key) in enumerate(messages):
         while True:
             try:
-                p.produce(target, value, key=item.document_id.encode())
+                p.produce(target, value, key=key)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -149,6 +149,23 @@ def produce_synthetic(
     if p.flush(60):
         raise RuntimeError("synthetic messages not delivered")
     return count
+
+
+def _synthetic_messages(
+    count: int, dim: int, documents: bool, seed: int, model: str, granularities: bool
+) -> Iterator[tuple[bytes, bytes]]:
+    """(value, key) of each message of the synthetic stream, keyed by document id."""
+    source: Iterator[tuple[synthetic.SyntheticItem, synthetic.DocumentFamily | None]] = (
+        synthetic.stage3_stream(count, dim, seed=seed)
+        if documents and granularities
+        else ((item, None) for item in synthetic.stories(count, dim, seed=seed))
+    )
+    for item, family in source:
+        if documents:
+            value = synthetic.embedded_document(item, model, family)
+        else:
+            value = synthetic.vector_event(item, model)
+        yield value, item.document_id.encode()
 
 
 def watch(s: Settings, seconds: float, interval: float = 2.0, fh: TextIO = sys.stdout) -> None:

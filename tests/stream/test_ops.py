@@ -15,11 +15,13 @@ from stream.settings import Settings
 
 class TimedProducer:
     sent: ClassVar[list[float]] = []
+    values: ClassVar[list[tuple[bytes, bytes]]] = []
     connected: ClassVar[float] = 0.0
     CONNECTING = 0.1  # seconds until the broker answers: what a fresh client waits for
 
     def __init__(self, conf: dict[str, Any]) -> None:
         TimedProducer.sent = []
+        TimedProducer.values = []
         TimedProducer.connected = 0.0
 
     def list_topics(self, topic: str, timeout: float) -> None:
@@ -28,6 +30,7 @@ class TimedProducer:
 
     def produce(self, topic: str, value: bytes, **kw: Any) -> None:
         TimedProducer.sent.append(time.monotonic())
+        TimedProducer.values.append((value, kw["key"]))
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -61,3 +64,26 @@ def test_the_schedule_starts_once_connected(monkeypatch: pytest.MonkeyPatch) -> 
     assert t0 and sent[0] >= t0
     early = max((i + 1) / rate - (t - t0) for i, t in enumerate(sent))
     assert early <= ops._PACE_SECONDS + 0.002
+
+
+def test_prebuilt_messages_are_built_before_the_first_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With `prebuild` no message is built once sending has started, and the messages and
+    their keys are the same as built on the way."""
+    monkeypatch.setattr(ops, "Producer", TimedProducer)
+    count = 50
+    ops.produce_synthetic(Settings(), count, 8, documents=False)
+    on_the_way = TimedProducer.values
+    built: list[float] = []
+    make = ops.synthetic.vector_event
+
+    def timed(*args: Any, **kw: Any) -> bytes:
+        built.append(time.monotonic())
+        return make(*args, **kw)
+
+    monkeypatch.setattr(ops.synthetic, "vector_event", timed)
+    ops.produce_synthetic(Settings(), count, 8, documents=False, prebuild=True)
+    assert len(built) == count
+    assert max(built) < TimedProducer.sent[0]
+    assert TimedProducer.values == on_the_way
