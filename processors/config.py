@@ -29,8 +29,8 @@ class EngineConfig:
     """nearest centroids fetched per item; more only matter at exact ties."""
     search_backend: str = "faiss"
     """"faiss" (the centroid index; on a GPU when faiss sees one) or "numpy" (CPU only: the
-    same exact search through numpy's BLAS, ~5x faster than the faiss-cpu wheel's bundled
-    BLAS on the benchmark machine, docs/benchmarks.md)."""
+    same exact search through numpy's BLAS; about as fast as FAISS on CPUs since FAISS
+    searches every segment as one BLAS product, docs/benchmarks.md run 9)."""
     search_threads: int = 1
     """OpenMP threads of the FAISS search, and BLAS threads of the engine's products while
     an engine call runs (processors/search.py `blas_threads`). Segment products are small;

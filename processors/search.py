@@ -68,8 +68,7 @@ def knn_inner_product(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Top-k inner products of each query row against the base rows (k clipped to base),
     best first. `backend="numpy"` (CPU only) computes the same exact search with numpy's
-    BLAS and a partial sort: the faiss-cpu wheels bundle an OpenBLAS that ran this product
-    about 5x slower here (docs/benchmarks.md); a GPU always goes through FAISS."""
+    BLAS and a partial sort; a GPU always goes through FAISS."""
     _set_threads(threads)
     k = min(k, base.shape[0])
     if k == 0:
@@ -81,6 +80,13 @@ def knn_inner_product(
         return dist, idx
     if backend == "numpy":
         return _knn_numpy(queries, base, k)
+    # FAISS computes a search of fewer than this many query x dimension values (128,000 in
+    # faiss 1.15: every segment of <= 256 rows at 384-d, of <= 166 at 768-d) one inner
+    # product at a time instead of as one BLAS product, which ran 2.2-2.8x slower per query
+    # here against 1,500-3,200 centroids (docs/benchmarks.md, run 9). Both are exact; the
+    # engine's outputs did not change (`benchmarks.output_digest`). A process-wide setting,
+    # set on every call so that no other FAISS user in the process can undo it.
+    faiss.cvar.distance_compute_blas_threshold = 0
     dist, idx = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
     return dist, idx
 
