@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pybase64
 
 from schemas.errors import ClustererError
 
@@ -61,15 +62,27 @@ MIN_EVENT_TIME = -62_135_596_800.0
 MAX_EVENT_TIME = 253_402_300_799.0
 
 
+def _b64decode(text: str) -> bytes:
+    """Strict base64, as the standard library's `b64decode(validate=True)` decides it.
+    pybase64 decodes with SIMD, 3-5x faster on a 384-d vector (the router's hot path), and
+    gives the same bytes wherever it accepts; it refuses padding past a complete quantum
+    ("AAAA="), which the standard library accepts, so the standard library decides
+    whatever pybase64 refuses (tests/schemas/test_validation.py compares the two)."""
+    try:
+        return pybase64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError("bad_vector_encoding", f"vector is not valid base64: {exc}") from exc
+
+
 def decode_vector(raw: Any, limits: ValidationLimits = DEFAULT_LIMITS) -> FloatArray:
     """Turn a JSON number array or a base64 little-endian float32 string into a unit vector.
     Strict: JSON booleans, strings and nulls are not numbers. No Python loop per element:
     the type check and the conversion run in C (`map`, numpy)."""
     if isinstance(raw, str):
-        try:
-            buf = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError("bad_vector_encoding", f"vector is not valid base64: {exc}") from exc
+        buf = _b64decode(raw)
         if len(buf) % 4:
             raise InputError(
                 "bad_vector_encoding", f"base64 vector has {len(buf)} bytes, not a multiple of 4"

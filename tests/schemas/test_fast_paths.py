@@ -1,9 +1,12 @@
 """The router's fast paths decide exactly what the slow ones they skip would: the plain-type
 reading of a per-vector event against pydantic's `VectorEvent`, the payload-size bound
-against the metadata walk, the one-dot vector check against `np.linalg.norm`."""
+against the metadata walk, the one-dot vector check against `np.linalg.norm`, pybase64
+against the standard library's strict base64."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import math
 from typing import Any
@@ -20,6 +23,7 @@ from schemas.messages import DecodedEvent, _fast_fields, _metadata_bounded, deco
 from schemas.validation import (
     InputError,
     ValidationLimits,
+    _b64decode,
     check_metadata,
     check_vector,
     decode_vector,
@@ -204,3 +208,33 @@ def test_the_quick_event_constructor_makes_the_dataclass_its_constructor_makes()
     assert dataclasses.asdict(quick).keys() == dataclasses.asdict(slow).keys()
     with pytest.raises(dataclasses.FrozenInstanceError):
         quick.item_id = "other"  # type: ignore[misc]
+
+
+def _stdlib_b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _ours_b64(text: str) -> bytes | None:
+    try:
+        return _b64decode(text)
+    except InputError as exc:
+        assert exc.reason == "bad_vector_encoding"
+        return None
+
+
+# padding past a complete quantum, which pybase64 alone refuses and the standard library takes
+PADDING_CASES = ["AAAA=", "AAAA==", "AAAA====", "Zm9vYmFy=", "", "A", "AA=", "AA==", "AB=", "A==="]
+
+
+@pytest.mark.parametrize("text", PADDING_CASES)
+def test_base64_edge_cases_decode_as_the_standard_library_decides(text: str) -> None:
+    assert _ours_b64(text) == _stdlib_b64(text)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= -_\né"))
+def test_base64_decodes_as_the_standard_library_decides(text: str) -> None:
+    assert _ours_b64(text) == _stdlib_b64(text)
