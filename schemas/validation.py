@@ -67,7 +67,7 @@ def _b64decode(text: str) -> bytes:
     pybase64 decodes with SIMD, 3-5x faster on a 384-d vector (the router's hot path), and
     gives the same bytes wherever it accepts; it refuses padding past a complete quantum
     ("AAAA="), which the standard library accepts, so the standard library decides
-    whatever pybase64 refuses (tests/schemas/test_validation.py compares the two)."""
+    whatever pybase64 refuses (tests/schemas/test_fast_paths.py compares the two)."""
     try:
         return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
