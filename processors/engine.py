@@ -27,7 +27,7 @@ from processors.scope import ACTIVE, STATUS_NAMES, ScopeKey, ScopeState
 from processors.search import blas_threads
 from schemas.errors import CheckpointError
 from schemas.outputs import ClusterResult
-from schemas.validation import InputError
+from schemas.validation import dimension_mismatch
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 
@@ -141,10 +141,7 @@ class Engine:
         for key in groups:
             dim = self.dimension(key)
             if dim is not None and dim != x32.shape[1]:
-                raise InputError(
-                    "dimension_mismatch",
-                    f"scope {key.name} uses {dim} dimensions, got {x32.shape[1]}",
-                )
+                raise dimension_mismatch(key.name, dim, x32.shape[1])
         res = BatchResult(
             item_ids=item_ids,
             document_ids=docs,

@@ -181,13 +181,10 @@ def check_metadata(meta: Any, limits: ValidationLimits = DEFAULT_LIMITS, depth: 
             )
 
 
-def check_dimension(vec: FloatArray, expected: int, scope: str) -> None:
-    """A scope has one dimension; a vector of another size cannot be compared with it."""
-    if vec.shape[0] != expected:
-        raise InputError(
-            "dimension_mismatch",
-            f"vector has {vec.shape[0]} dimensions, scope {scope} uses {expected}",
-        )
+def dimension_mismatch(scope: str, expected: int, got: int) -> InputError:
+    """A scope has one dimension; a vector of another size cannot be compared with it. The
+    engine raises it for a batch, the worker dead-letters the one record."""
+    return InputError("dimension_mismatch", f"scope {scope} uses {expected} dimensions, got {got}")
 
 
 def check_matrix(vectors: npt.NDArray[Any]) -> FloatArray:

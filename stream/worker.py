@@ -30,7 +30,7 @@ from processors import (
     ScopeKey,
 )
 from schemas.outputs import ClusterResult
-from schemas.validation import InputError
+from schemas.validation import InputError, dimension_mismatch
 from state.cache import Cache
 from state.db import DB_ERRORS, BatchWrite, ClusterRow, ItemRow, Store
 from state.results import cluster_row, event_row, summary_json
@@ -264,10 +264,7 @@ class Worker:
             key = eng.scope_key(rec.embedding_type, rec.embedding_model, rec.metadata)
             dim = dims.setdefault(key, eng.dimension(key) or rec.vector.shape[0])
             if rec.vector.shape[0] != dim:
-                got = rec.vector.shape[0]
-                err = InputError(
-                    "dimension_mismatch", f"scope {key.name} uses {dim} dimensions, got {got}"
-                )
+                err = dimension_mismatch(key.name, dim, rec.vector.shape[0])
                 self._dead(m, err, write, pending, records.as_input_json(rec))
                 continue
             if seg and seg[0][0].vector.shape[0] != dim:

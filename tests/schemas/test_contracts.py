@@ -12,7 +12,7 @@ from processors import Batch, BatchResult, Engine, EngineConfig
 from schemas import InputError, ValidationLimits, decode_vector
 from schemas.export import DIR, MODELS, render
 from schemas.messages import decode_message
-from schemas.validation import check_dimension, check_matrix
+from schemas.validation import check_matrix
 
 
 def event(**over):
@@ -81,12 +81,6 @@ def test_non_finite_vector_rejected():
 
 def test_oversize_payload_rejected():
     assert reason(event(), ValidationLimits(max_payload_bytes=50)) == "oversize"
-
-
-def test_dimension_mismatch():
-    with pytest.raises(InputError) as exc:
-        check_dimension(np.ones(3, np.float32), 768, "event/m")
-    assert exc.value.reason == "dimension_mismatch"
 
 
 def test_off_norm_vectors_are_renormalised():
