@@ -37,8 +37,9 @@ import httpx
 import numpy as np
 
 from benchmarks.scratch import own_state
+from state.cache import Cache
 from stream.settings import Settings
-from tests.api.conftest import ADMIN_TOKEN, drop_cache, fill_cache, fill_database, run_engine
+from tests.api.conftest import ADMIN_TOKEN, fill_cache, fill_database, run_engine
 from tests.stream.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def main() -> None:
                 procs.append(proc)
                 for label in phases:
                     if label == "uncached":
-                        drop_cache(s.redis_url, name)
+                        Cache(s.redis_url, name).clear()
                     for what, make in (("item_lookup", item), ("cluster_list", listing)):
                         for rate in (float(r) for r in args.rates.split(",")):
                             out = asyncio.run(

@@ -142,10 +142,6 @@ def fill_cache(
     return membership, results
 
 
-def drop_cache(redis_url: str, prefix: str) -> None:
-    Cache(redis_url, prefix).clear()
-
-
 @pytest.fixture
 def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[Populated]:
     name, dsn = fresh_database
@@ -162,7 +158,7 @@ def populated(services: Services, fresh_database: tuple[str, str]) -> Iterator[P
         membership,
         sorted(run.engine.stats()),
     )
-    drop_cache(services.redis, name)
+    Cache(services.redis, name).clear()
 
 
 def api_settings(

@@ -8,9 +8,10 @@ import asyncpg
 import numpy as np
 from fastapi.testclient import TestClient
 
+from state.cache import Cache
 from state.db import BatchWrite, OffsetRow, Store
 from state.results import cluster_row
-from tests.api.conftest import DOMAINS, Populated, drop_cache
+from tests.api.conftest import DOMAINS, Populated
 
 
 def _all_pages(client: TestClient, **params: object) -> list[dict]:
@@ -185,7 +186,7 @@ def test_item_lookup_from_cache_then_database(client: TestClient, populated: Pop
     want = {sc: c for (sc, it), c in populated.membership.items() if it == "doc_0000"}
     assert {m["scope"]: m["cluster_id"] for m in body["memberships"]} == want
     assert all(m["cluster"]["cluster_id"] == m["cluster_id"] for m in body["memberships"])
-    drop_cache(populated.redis_url, populated.prefix)
+    Cache(populated.redis_url, populated.prefix).clear()
     client.app.state.cache._scopes_at = -1e9  # type: ignore[attr-defined]
     r = client.get("/api/v1/items/doc_0000")
     assert r.status_code == 200
