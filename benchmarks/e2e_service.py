@@ -2,7 +2,7 @@
 and cache (docs/benchmarks.md, "The service end to end").
 
     dev/services.sh up
-    .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 30000
+    .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 30000 [--rounds 5]
     .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --count 20000 --seconds 40
     .venv/bin/python -m benchmarks.e2e_service scaleout --dim 384 --count 100000
 
@@ -11,9 +11,10 @@ clustering worker in one loop, as `clusterer worker` runs, here in this process)
 the clock runs until every event is assigned, committed to PostgreSQL and published. The
 Kafka floor (`benchmarks/kafka_floor.py`: the same hops, no work) runs before and after it
 on the same broker, dimension and count; the ratio is to the floors' mean (`--no-floor`
-skips them). Reported: CPU per event of every process (the worker with its threads by name,
-the broker, PostgreSQL, Redis) and µs per event of every step, thread CPU and wall, from the
-worker's step clock (`stream/steps.py`).
+skips them); `--rounds N` runs all that N times and ends with the medians. Reported: CPU per
+event of every process (the worker with its threads by name, the broker, PostgreSQL, Redis)
+and µs per event of every step, thread CPU and wall, from the worker's step clock
+(`stream/steps.py`).
 latency: the maximum is measured first with a backlog (unless `--rate` is given), then a
 producer process publishes at half of it while the worker runs; latency is the assignment
 message's CreateTime minus the input message's CreateTime (same host clock); the producer
@@ -282,6 +283,25 @@ def with_floor(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
         "ratio_to_floor": round(int(str(svc["events_per_s"])) / floor_rate, 3),
         "floor_cpu_us_per_event_all_processes": [round(c, 1) for c in floor_cpu],
     }
+
+
+MEDIAN_KEYS = (
+    "events_per_s",
+    "ratio_to_floor",
+    "cpu_us_per_event_all_processes",
+    "worker_process_cpu_us_per_event",
+)
+
+
+def medians(rounds: list[dict[str, object]]) -> dict[str, object]:
+    """The median of each headline figure over `--rounds` throughput runs: one run's ratio
+    moved by 1.5x with the floor minutes apart (docs/benchmarks.md, run 10)."""
+    out: dict[str, object] = {"mode": "throughput, median of rounds", "rounds": len(rounds)}
+    for key in MEDIAN_KEYS:
+        values = [float(str(r[key])) for r in rounds if key in r]
+        if values:
+            out[key] = round(float(np.median(values)), 3)
+    return out
 
 
 def latency(
@@ -574,6 +594,10 @@ def main() -> None:
     ap.add_argument("--split", action="store_true", help="router in its own process")
     ap.add_argument("--no-floor", action="store_true", help="throughput without the floor")
     ap.add_argument(
+        "--rounds", type=int, default=1,
+        help="throughput: runs in a row, each printed, then the medians of their figures",
+    )  # fmt: skip
+    ap.add_argument(
         "--reconsolidate-items", type=int, default=5_000,
         help="latency: the engine's reconsolidate_items, so that runs happen during the test",
     )  # fmt: skip
@@ -583,11 +607,16 @@ def main() -> None:
             print(json.dumps(scale_run(args.count, args.dim, args.partitions, workers)))
         return
     if args.mode == "throughput":
-        if args.no_floor:
-            out = throughput(args.count, args.dim, args.partitions, args.split)
-        else:
-            out = with_floor(args.count, args.dim, args.partitions, args.split)
-        print(json.dumps(out))
+        rounds = []
+        for _ in range(args.rounds):
+            if args.no_floor:
+                out = throughput(args.count, args.dim, args.partitions, args.split)
+            else:
+                out = with_floor(args.count, args.dim, args.partitions, args.split)
+            print(json.dumps(out), flush=True)
+            rounds.append(out)
+        if args.rounds > 1:
+            print(json.dumps(medians(rounds)))
         return
     cfg = EngineConfig(reconsolidate_items=args.reconsolidate_items)
     rate = args.rate
