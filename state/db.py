@@ -404,6 +404,26 @@ class Store:
             for r in rows
         }
 
+    async def withdraw_attempts(
+        self, group: str, spans: Sequence[tuple[str, int, int]]
+    ) -> None:
+        """Take back one attempt per (topic, partition, first offset) where that is still the
+        partition's attempt: a failure the process handled (an aborted transaction, a fenced
+        commit) is not an attempt of those records, whoever reads them next."""
+        topics, parts, firsts = (list(c) for c in zip(*spans, strict=True))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO off")
+            await conn.execute(
+                "UPDATE input_attempts AS a SET attempts = a.attempts - 1, updated_at = now()"
+                " FROM unnest($2::text[], $3::int[], $4::bigint[]) AS r(t, p, f)"
+                " WHERE a.consumer_group = $1 AND a.topic = r.t AND a.partition = r.p"
+                " AND a.first_offset = r.f AND a.attempts > 0",
+                group,
+                topics,
+                parts,
+                firsts,
+            )
+
     # ------------------------------------------------------------------ outbox relay
     async def unsent(self, limit: int = 10_000) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn:

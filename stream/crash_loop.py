@@ -17,6 +17,11 @@ The protocol, per input partition, with the attempts kept where a restart sees t
    one is the first record of a batch when the process dies again.
 3. A count of 3 (`POISON_AT`) at a record's offset: it failed twice. It is dead-lettered
    with reason `poison` and skipped; the rest of the suspect range stays isolated.
+4. A failure the process handled (an aborted transaction, a fenced commit) takes its
+   attempt back in PostgreSQL (`excuse`): whoever reads those records next, this process or
+   the one the partition moved to in the rebalance that failed the transaction, counts a
+   first attempt. (Counted, it isolated a whole batch of up to 2,000 records one per
+   transaction, ~70 records/s, in the new owner: docs/benchmarks.md, scale-out.)
 
 Normal operation costs one small write per batch (no fsync: a lost count only means one
 more attempt). A deliberate `kill -9` at the same offset twice counts the same as a crash;
@@ -58,23 +63,38 @@ class Span:
     last: int
 
 
-Recorder = Callable[[list[Span]], dict[TP, tuple[int, int]]]
-"""Records one attempt per span; returns (attempts at span.first, suspect_until) per
-(topic, partition)."""
+class Attempts(Protocol):
+    """Where the attempts are kept (PostgreSQL's `input_attempts` in the service)."""
+
+    def record(self, spans: list[Span]) -> dict[TP, tuple[int, int]]:
+        """One attempt per span; returns (attempts at span.first, suspect_until) per
+        (topic, partition)."""
+        ...
+
+    def withdraw(self, spans: list[Span]) -> None:
+        """Take back the attempt of each span, if it is still its partition's."""
+        ...
 
 
-def recorder(
-    store: Store, group: str, run: Callable[[Callable[[], Awaitable[Any]]], Any]
-) -> Recorder:
+@dataclass(frozen=True)
+class StoredAttempts:
     """Attempts of `group` in PostgreSQL, each call made through `run` (the caller's
     retrying database call: a database outage delays the batch, it is not a failed attempt)."""
 
-    def record(spans: list[Span]) -> dict[TP, tuple[int, int]]:
+    store: Store
+    group: str
+    run: Callable[[Callable[[], Awaitable[Any]]], Any]
+
+    def record(self, spans: list[Span]) -> dict[TP, tuple[int, int]]:
         rows = [(s.topic, s.partition, s.first, s.last) for s in spans]
-        out: dict[TP, tuple[int, int]] = run(lambda: store.record_attempts(group, rows))
+        out: dict[TP, tuple[int, int]] = self.run(
+            lambda: self.store.record_attempts(self.group, rows)
+        )
         return out
 
-    return record
+    def withdraw(self, spans: list[Span]) -> None:
+        rows = [(s.topic, s.partition, s.first) for s in spans]
+        self.run(lambda: self.store.withdraw_attempts(self.group, rows))
 
 
 @dataclass
@@ -87,10 +107,10 @@ class Admitted(Generic[M]):
 
 
 class CrashLoopGuard:
-    def __init__(self, record: Recorder) -> None:
-        self._record = record
+    def __init__(self, attempts: Attempts) -> None:
+        self._attempts = attempts
         self._until: dict[TP, int] = {}  # isolated partitions: up to this offset
-        self._excused: set[TP] = set()
+        self._last: dict[TP, Span] = {}  # each partition's last recorded attempt
 
     def isolated(self) -> set[TP]:
         return set(self._until)
@@ -98,12 +118,14 @@ class CrashLoopGuard:
     def forget(self, topic: str, partition: int) -> None:
         """A revoked partition: its next owner reads the attempts from the database."""
         self._until.pop((topic, partition), None)
-        self._excused.discard((topic, partition))
+        self._last.pop((topic, partition), None)
 
     def excuse(self, topic: str, partition: int) -> None:
-        """The partition's next batch re-reads records after a failure the process handled
-        (a failed transaction, a fenced commit): not an attempt of those records."""
-        self._excused.add((topic, partition))
+        """The partition's records are read again after a failure the process handled (a
+        failed transaction, a fenced commit): its last attempt is taken back (step 4)."""
+        span = self._last.pop((topic, partition), None)
+        if span is not None:
+            self._attempts.withdraw([span])
 
     def admit(self, msgs: list[M]) -> Admitted[M]:
         by_tp: dict[TP, list[M]] = {}
@@ -114,13 +136,9 @@ class CrashLoopGuard:
         take: dict[TP, list[M]] = {}
         for tp, ms in by_tp.items():
             take[tp] = ms[:1] if self._isolating(tp, ms[0]) else ms
-        spans = [
-            Span(t, p, _off(ms[0]), _off(ms[-1]))
-            for (t, p), ms in take.items()
-            if (t, p) not in self._excused
-        ]
-        self._excused -= set(by_tp)
-        counts = self._record(spans) if spans else {}
+        spans = [Span(t, p, _off(ms[0]), _off(ms[-1])) for (t, p), ms in take.items()]
+        counts = self._attempts.record(spans)
+        self._last.update(((s.topic, s.partition), s) for s in spans)
         out: Admitted[M] = Admitted()
         for tp, ms in by_tp.items():
             attempts, until = counts.get(tp, (1, -1))

@@ -78,7 +78,7 @@ from schemas.outputs import ClusterResult
 from state.cache import Cache
 from state.db import DB_ERRORS, BatchWrite, Fenced, OffsetRow, PartitionState, Store
 from stream import metrics
-from stream.crash_loop import CrashLoopGuard, recorder
+from stream.crash_loop import CrashLoopGuard, StoredAttempts
 from stream.http import Health
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class BatchProtocol:
         self.loop = loop
         self.health = health
         self.runs: dict[int, PartitionRun] = {}
-        self.guard = CrashLoopGuard(recorder(store, group, self.db))
+        self.guard = CrashLoopGuard(StoredAttempts(store, group, self.db))
         self.sent_ids: list[str] = []  # published outbox rows, marked sent in the next commit
         self.postgres_ok = True
         self.db_since: float | None = None  # start of the database call in flight

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from processors import EngineConfig, warm_up
 from state.cache import Cache
 from state.db import DB_ERRORS, Store, migrate
-from stream.crash_loop import CrashLoopGuard, recorder
+from stream.crash_loop import CrashLoopGuard, StoredAttempts
 from stream.http import Health, serve
 from stream.retention import RetentionThread
 from stream.router import Router
@@ -84,7 +84,7 @@ class Service:
         if self.role in ("all", "router"):
             # the router's attempts go through the worker's retrying call when there is one
             run = self.worker.protocol.db if self.worker is not None else self._run_db
-            guard = CrashLoopGuard(recorder(self.store, self.s.router_group, run))
+            guard = CrashLoopGuard(StoredAttempts(self.store, self.s.router_group, run))
             self.router = Router(self.s, self.engine_cfg, guard)
 
     def _run_db(self, make: Callable[[], Awaitable[Any]]) -> Any:

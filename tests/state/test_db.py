@@ -91,7 +91,8 @@ def test_attempts_count_per_first_offset_and_poisoned_records_reach_the_takeover
     fresh_database: tuple[str, str],
 ) -> None:
     """The crash-loop guard's memory: a second attempt at the same first offset counts 2,
-    a new first offset starts again at 1, the suspect range only grows; and a record
+    a new first offset starts again at 1, the suspect range only grows, a withdrawn attempt
+    no longer counts (only at its own first offset); and a record
     dead-lettered as poison is in the partition state a new owner loads."""
     _, dsn = fresh_database
 
@@ -107,6 +108,11 @@ def test_attempts_count_per_first_offset_and_poisoned_records_reach_the_takeover
             assert await rec("g", [("t", 0, 10, 10)]) == {("t", 0): (3, 59)}
             assert await rec("g", [("t", 0, 11, 11)]) == {("t", 0): (1, 59)}
             assert await rec("other", [("t", 0, 11, 11)]) == {("t", 0): (1, 11)}
+            # a handled failure takes its attempt back, only where it is still the row's
+            await rec("g", [("t", 0, 11, 11)])  # 2 at 11
+            await store.withdraw_attempts("g", [("t", 0, 11), ("t", 1, 5)])
+            assert await rec("g", [("t", 0, 11, 11)]) == {("t", 0): (2, 59)}
+            assert await rec("g", [("t", 1, 0, 9)]) == {("t", 1): (2, 9)}
             await store.commit(
                 BatchWrite("g", offsets=[OffsetRow("t", 0, 12, 12, None)], poisoned=[("t", 0, 10)])
             )

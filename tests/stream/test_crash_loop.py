@@ -1,5 +1,6 @@
 """The crash-loop guard's decisions, path by path (the attempts store is a dict here with the
-semantics of state.db.Store.record_attempts, tested against PostgreSQL in tests/state)."""
+semantics of state.db.Store.record_attempts and withdraw_attempts, tested against PostgreSQL
+in tests/state)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ class Attempts:
             out[tp] = (n, until)
         return out
 
+    def withdraw(self, spans: list[Span]) -> None:
+        for s in spans:
+            tp = (s.topic, s.partition)
+            first, n, until = self.rows[tp]
+            if first == s.first and n > 0:
+                self.rows[tp] = (first, n - 1, until)
+
 
 def batch(first: int, n: int, part: int = 0) -> list[Msg]:
     return [Msg(o, part) for o in range(first, first + n)]
@@ -51,7 +59,7 @@ def batch(first: int, n: int, part: int = 0) -> list[Msg]:
 
 def test_a_healthy_stream_keeps_every_record_and_records_one_attempt_per_batch() -> None:
     db = Attempts()
-    g = CrashLoopGuard(db.record)
+    g = CrashLoopGuard(db)
     a = g.admit(batch(0, 10) + batch(0, 5, part=1))
     assert [m.off for m in a.keep] == list(range(10)) + list(range(5))
     assert not a.poison and not a.rewind
@@ -60,8 +68,8 @@ def test_a_healthy_stream_keeps_every_record_and_records_one_attempt_per_batch()
 
 def test_a_second_attempt_at_the_same_offset_isolates_the_failed_range() -> None:
     db = Attempts()
-    CrashLoopGuard(db.record).admit(batch(100, 50))  # then the process died
-    g = CrashLoopGuard(db.record)  # the restart
+    CrashLoopGuard(db).admit(batch(100, 50))  # then the process died
+    g = CrashLoopGuard(db)  # the restart
     a = g.admit(batch(100, 50))
     assert [m.off for m in a.keep] == [100] and not a.poison
     assert [(tp.partition, tp.offset) for tp in a.rewind] == [(0, 101)]
@@ -78,7 +86,7 @@ def test_the_third_attempt_at_a_record_dead_letters_it_and_the_rest_goes_on() ->
     db = Attempts()
     poison, crashes, processed, dead = 137, 0, [], []
     pos = 100
-    g = CrashLoopGuard(db.record)
+    g = CrashLoopGuard(db)
     while pos < 200:
         a = g.admit(batch(pos, min(50, 200 - pos)))
         dead += [m.off for m in a.poison]
@@ -92,7 +100,7 @@ def test_the_third_attempt_at_a_record_dead_letters_it_and_the_rest_goes_on() ->
             pos = max([m.off for m in a.keep + a.poison]) + 1
             continue
         crashes += 1  # died mid-batch: nothing of it committed; restart from `pos`
-        g = CrashLoopGuard(db.record)
+        g = CrashLoopGuard(db)
         assert crashes <= POISON_AT
     assert dead == [poison]
     assert crashes == POISON_AT
@@ -101,7 +109,7 @@ def test_the_third_attempt_at_a_record_dead_letters_it_and_the_rest_goes_on() ->
 
 def test_a_handled_failure_is_excused_and_not_counted() -> None:
     db = Attempts()
-    g = CrashLoopGuard(db.record)
+    g = CrashLoopGuard(db)
     g.admit(batch(0, 10))
     g.excuse(T, 0)  # e.g. a fenced commit: the batch is read again
     a = g.admit(batch(0, 10))
@@ -112,17 +120,30 @@ def test_a_handled_failure_is_excused_and_not_counted() -> None:
 
 def test_an_excuse_waits_for_its_partition() -> None:
     db = Attempts()
-    g = CrashLoopGuard(db.record)
+    g = CrashLoopGuard(db)
     g.admit(batch(0, 10))
     g.excuse(T, 0)
     g.admit(batch(0, 3, part=1))  # a batch without partition 0 keeps the excuse
     assert len(g.admit(batch(0, 10)).keep) == 10
 
 
+def test_an_excuse_holds_for_the_partitions_next_owner() -> None:
+    """A rebalance fails the transaction in flight (ILLEGAL_GENERATION) and moves the
+    partition: the process that handled the failure takes its attempt back, so the new
+    owner reads the batch whole instead of isolating it one record per transaction."""
+    db = Attempts()
+    old = CrashLoopGuard(db)
+    old.admit(batch(0, 2000))
+    old.excuse(T, 0)  # the aborted transaction
+    old.forget(T, 0)  # then the revocation
+    a = CrashLoopGuard(db).admit(batch(0, 2000))
+    assert len(a.keep) == 2000 and not a.rewind
+
+
 def test_a_revoked_partition_forgets_its_isolation() -> None:
     db = Attempts()
-    CrashLoopGuard(db.record).admit(batch(0, 10))
-    g = CrashLoopGuard(db.record)
+    CrashLoopGuard(db).admit(batch(0, 10))
+    g = CrashLoopGuard(db)
     g.admit(batch(0, 10))
     assert g.isolated() == {(T, 0)}
     g.forget(T, 0)
