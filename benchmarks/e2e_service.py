@@ -3,7 +3,7 @@ and cache (docs/benchmarks.md, "The service end to end").
 
     dev/services.sh up
     .venv/bin/python -m benchmarks.e2e_service throughput --dim 384 --count 30000 [--rounds 5]
-    .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --count 20000 --seconds 40
+    .venv/bin/python -m benchmarks.e2e_service latency --dim 384 --count 20000 --rounds 3
     .venv/bin/python -m benchmarks.e2e_service scaleout --dim 384 --count 100000
 
 throughput: a backlog of per-vector events is produced first; then one worker (router and
@@ -11,10 +11,10 @@ clustering worker in one loop, as `clusterer worker` runs, here in this process)
 the clock runs until every event is assigned, committed to PostgreSQL and published. The
 Kafka floor (`benchmarks/kafka_floor.py`: the same hops, no work) runs before and after it
 on the same broker, dimension and count; the ratio is to the floors' mean (`--no-floor`
-skips them); `--rounds N` runs all that N times and ends with the medians. Reported: CPU per
-event of every process (the worker with its threads by name, the broker, PostgreSQL, Redis)
-and µs per event of every step, thread CPU and wall, from the worker's step clock
-(`stream/steps.py`).
+skips them); `--rounds N` (also for latency) runs all that N times and ends with the medians.
+Reported: CPU per event of every process (the worker with its threads by name, the broker,
+PostgreSQL, Redis) and µs per event of every step, thread CPU and wall, from the worker's
+step clock (`stream/steps.py`).
 latency: the maximum is measured first with a backlog (unless `--rate` is given), then a
 producer process publishes at half of it while the worker runs; latency is the assignment
 message's CreateTime minus the input message's CreateTime (same host clock); the producer
@@ -285,19 +285,23 @@ def with_floor(count: int, dim: int, partitions: int, split: bool) -> dict[str, 
     }
 
 
-MEDIAN_KEYS = (
-    "events_per_s",
-    "ratio_to_floor",
-    "cpu_us_per_event_all_processes",
-    "worker_process_cpu_us_per_event",
-)
+MEDIAN_KEYS = {
+    "throughput": (
+        "events_per_s",
+        "ratio_to_floor",
+        "cpu_us_per_event_all_processes",
+        "worker_process_cpu_us_per_event",
+    ),
+    "latency": ("offered_events_per_s", "p50_ms", "p99_ms", "max_ms"),
+}
 
 
-def medians(rounds: list[dict[str, object]]) -> dict[str, object]:
-    """The median of each headline figure over `--rounds` throughput runs: one run's ratio
-    moved by 1.5x with the floor minutes apart (docs/benchmarks.md, run 10)."""
-    out: dict[str, object] = {"mode": "throughput, median of rounds", "rounds": len(rounds)}
-    for key in MEDIAN_KEYS:
+def medians(mode: str, rounds: list[dict[str, object]]) -> dict[str, object]:
+    """The median of each headline figure of a mode over `--rounds` runs: one throughput
+    run's ratio moved by 1.5x with the floor minutes apart, and one latency run's p99 by
+    5x (docs/benchmarks.md, runs 8-10)."""
+    out: dict[str, object] = {"mode": f"{mode}, median of rounds", "rounds": len(rounds)}
+    for key in MEDIAN_KEYS[mode]:
         values = [float(str(r[key])) for r in rounds if key in r]
         if values:
             out[key] = round(float(np.median(values)), 3)
@@ -595,7 +599,7 @@ def main() -> None:
     ap.add_argument("--no-floor", action="store_true", help="throughput without the floor")
     ap.add_argument(
         "--rounds", type=int, default=1,
-        help="throughput: runs in a row, each printed, then the medians of their figures",
+        help="throughput, latency: runs in a row, each printed, then the medians of their figures",
     )  # fmt: skip
     ap.add_argument(
         "--reconsolidate-items", type=int, default=5_000,
@@ -606,25 +610,27 @@ def main() -> None:
         for workers in (1, 2):
             print(json.dumps(scale_run(args.count, args.dim, args.partitions, workers)))
         return
+    rounds = []
+    for _ in range(args.rounds):
+        out = _one_round(args)
+        print(json.dumps(out), flush=True)
+        rounds.append(out)
+    if args.rounds > 1:
+        print(json.dumps(medians(args.mode, rounds)))
+
+
+def _one_round(args: argparse.Namespace) -> dict[str, object]:
     if args.mode == "throughput":
-        rounds = []
-        for _ in range(args.rounds):
-            if args.no_floor:
-                out = throughput(args.count, args.dim, args.partitions, args.split)
-            else:
-                out = with_floor(args.count, args.dim, args.partitions, args.split)
-            print(json.dumps(out), flush=True)
-            rounds.append(out)
-        if args.rounds > 1:
-            print(json.dumps(medians(rounds)))
-        return
+        if args.no_floor:
+            return throughput(args.count, args.dim, args.partitions, args.split)
+        return with_floor(args.count, args.dim, args.partitions, args.split)
     cfg = EngineConfig(reconsolidate_items=args.reconsolidate_items)
     rate = args.rate
     if rate <= 0:
         best = throughput(args.count, args.dim, args.partitions, args.split, cfg)
-        print(json.dumps(best))
+        print(json.dumps(best), flush=True)
         rate = round(int(str(best["events_per_s"])) / 2)
-    print(json.dumps(latency(rate, args.seconds, args.dim, args.partitions, args.split, cfg)))
+    return latency(rate, args.seconds, args.dim, args.partitions, args.split, cfg)
 
 
 if __name__ == "__main__":
