@@ -30,7 +30,7 @@ a third one there dead-letters a good record, which stays in the DLQ to be repla
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -120,12 +120,13 @@ class CrashLoopGuard:
         self._until.pop((topic, partition), None)
         self._last.pop((topic, partition), None)
 
-    def excuse(self, topic: str, partition: int) -> None:
-        """The partition's records are read again after a failure the process handled (a
-        failed transaction, a fenced commit): its last attempt is taken back (step 4)."""
-        span = self._last.pop((topic, partition), None)
-        if span is not None:
-            self._attempts.withdraw([span])
+    def excuse(self, tps: Iterable[TP]) -> None:
+        """These partitions' records are read again after a failure the process handled (a
+        failed transaction, a fenced commit): their last attempts are taken back (step 4),
+        in one call."""
+        spans = [span for tp in tps if (span := self._last.pop(tp, None)) is not None]
+        if spans:
+            self._attempts.withdraw(spans)
 
     def admit(self, msgs: list[M]) -> Admitted[M]:
         by_tp: dict[TP, list[M]] = {}

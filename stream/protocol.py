@@ -376,11 +376,11 @@ class BatchProtocol:
         follows at the next poll."""
         metrics.fenced.inc()
         log.warning("commit fenced (%s); reloading partitions %s", exc, partitions)
-        for p in partitions:
-            if p in self.runs:
-                start = self.take_over(p)
-                self.consumer.seek(TopicPartition(self.topic, p, start))
-                self.guard.excuse(self.topic, p)
+        reloaded = [p for p in partitions if p in self.runs]
+        for p in reloaded:
+            start = self.take_over(p)
+            self.consumer.seek(TopicPartition(self.topic, p, start))
+        self.guard.excuse((self.topic, p) for p in reloaded)
 
     # ------------------------------------------------------------------ 5. publish
     def publish(self, pending: Pending) -> None:

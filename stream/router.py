@@ -247,9 +247,9 @@ class Router:
         for m in msgs:
             tp = (str(m.topic()), int(m.partition() or 0))
             first[tp] = min(first.get(tp, int(m.offset() or 0)), int(m.offset() or 0))
+        if self.guard is not None:
+            self.guard.excuse(first)
         for (t, p), o in first.items():
-            if self.guard is not None:
-                self.guard.excuse(t, p)
             self.consumer.seek(TopicPartition(t, p, o))
 
     def close(self) -> None:

@@ -111,7 +111,7 @@ def test_a_handled_failure_is_excused_and_not_counted() -> None:
     db = Attempts()
     g = CrashLoopGuard(db)
     g.admit(batch(0, 10))
-    g.excuse(T, 0)  # e.g. a fenced commit: the batch is read again
+    g.excuse([(T, 0)])  # e.g. a fenced commit: the batch is read again
     a = g.admit(batch(0, 10))
     assert len(a.keep) == 10 and db.rows[(T, 0)][1] == 1
     a = g.admit(batch(0, 10))  # not excused any more: a real second attempt
@@ -122,7 +122,7 @@ def test_an_excuse_waits_for_its_partition() -> None:
     db = Attempts()
     g = CrashLoopGuard(db)
     g.admit(batch(0, 10))
-    g.excuse(T, 0)
+    g.excuse([(T, 0)])
     g.admit(batch(0, 3, part=1))  # a batch without partition 0 keeps the excuse
     assert len(g.admit(batch(0, 10)).keep) == 10
 
@@ -134,7 +134,7 @@ def test_an_excuse_holds_for_the_partitions_next_owner() -> None:
     db = Attempts()
     old = CrashLoopGuard(db)
     old.admit(batch(0, 2000))
-    old.excuse(T, 0)  # the aborted transaction
+    old.excuse([(T, 0)])  # the aborted transaction
     old.forget(T, 0)  # then the revocation
     a = CrashLoopGuard(db).admit(batch(0, 2000))
     assert len(a.keep) == 2000 and not a.rewind

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from processors import EngineConfig
 from stream import metrics, router, synthetic
+from stream.crash_loop import CrashLoopGuard, Span
 from stream.settings import Settings
 
 WAIT = 10.0  # seconds: a bound for conditions, not a pause
@@ -176,6 +177,44 @@ def test_a_failed_commit_is_aborted_and_its_batch_read_again(fakes: Fakes) -> No
     assert sorted(consumer.seeks) == [("in", 0, 10), ("in", 3, 40)]
     assert routed_total() == before
     assert r.committing is None
+
+
+class RecordedAttempts:
+    """The crash-loop guard's attempts store, recording what is withdrawn."""
+
+    def __init__(self) -> None:
+        self.withdrawn: list[list[Span]] = []
+
+    def record(self, spans: list[Span]) -> dict[tuple[str, int], tuple[int, int]]:
+        return {(s.topic, s.partition): (1, s.last) for s in spans}
+
+    def withdraw(self, spans: list[Span]) -> None:
+        self.withdrawn.append(spans)
+
+
+def test_a_failed_commit_takes_back_its_attempts_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch's attempt on every partition it read is withdrawn, so that whoever reads it
+    next (after the rebalance that failed it, maybe another process) does not isolate it."""
+    monkeypatch.setattr(router, "Consumer", FakeConsumer)
+    monkeypatch.setattr(router, "Producer", FakeProducer)
+    attempts = RecordedAttempts()
+    guard = CrashLoopGuard(attempts)
+    r = router.Router(Settings(input_topics=("in",), prefix="t"), EngineConfig(), guard)
+    producer, consumer = cast(FakeProducer, r.producer), cast(FakeConsumer, r.consumer)
+    try:
+        events(consumer, 0, range(10, 12))
+        events(consumer, 3, range(40, 41))
+        producer.fail = KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION, "rebalanced"))
+        assert r.poll(0.0) == 3
+        producer.release.set()
+        assert r.collect(WAIT)
+        (spans,) = attempts.withdrawn
+        assert sorted((s.partition, s.first, s.last) for s in spans) == [(0, 10, 11), (3, 40, 40)]
+    finally:
+        producer.release.set()
+        r.close()
 
 
 def test_close_waits_for_the_commit(fakes: Fakes) -> None:
