@@ -30,6 +30,7 @@ a third one there dead-letters a good record, which stays in the DLQ to be repla
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -40,6 +41,8 @@ from state.db import Store
 
 POISON_AT = 3
 TP = tuple[str, int]
+
+log = logging.getLogger(__name__)
 
 
 class Record(Protocol):
@@ -144,6 +147,10 @@ class CrashLoopGuard:
         for tp, ms in by_tp.items():
             attempts, until = counts.get(tp, (1, -1))
             if attempts >= 2:
+                # an operator reading a crash loop (and a test that counts restarts) needs
+                # to see each decision: which offset, how many attempts, up to where
+                msg = "%s[%d]@%d: attempt %d, records up to %d processed one at a time"
+                log.warning(msg, *tp, _off(ms[0]), attempts, until)
                 self._until[tp] = max(self._until.get(tp, -1), until)
             isolate = self._isolating(tp, ms[0])
             mine = ms[:1] if isolate else ms

@@ -6,7 +6,9 @@ written, published, replayed or skipped is made here. Per micro-batch:
 1. Consume a batch of the by-scope topic (the worker's `poll`).
 2. Crash-loop guard (`admit`): records below a partition's `processed` offset are a replay
    (processed before, effects already in PostgreSQL) and are not attempts; the rest is one
-   attempt, recorded in PostgreSQL before the engine sees it (`stream.crash_loop`).
+   attempt, recorded in PostgreSQL before the engine sees it (`stream.crash_loop`). A
+   partition the guard isolates waits for the batch in flight first: each of its records
+   is committed before the next is attempted.
 3. Engine (the worker): replayed records rebuild state and republish the outputs that were
    not published yet (`PartitionOffsets.unpublished`); fresh records produce the rows.
 4. ONE PostgreSQL transaction (`commit`): the offset fence first (compare-and-set of every
@@ -249,9 +251,17 @@ class BatchProtocol:
     ) -> tuple[dict[int, list[Message]], dict[int, list[Message]]]:
         """The records to process and the poison to dead-letter, per partition. Replayed
         records (below what PostgreSQL holds) were processed before: only the records after
-        them are attempts that the crash-loop guard counts."""
+        them are attempts that the crash-loop guard counts.
+
+        An isolated partition's record is attempted only once the one before it committed:
+        with that commit still in flight, a crash on this record would lose it, and the
+        restart would read the range from the earlier record again and start its count over
+        (a poison record crashed the process 9 times instead of 3, under CPU load)."""
         if not good:
             return {}, {}
+        isolated = self.guard.isolated()
+        if any((self.topic, p) in isolated for p in good) and not self.collect(good):
+            return {}, {}  # fenced: these partitions are reloaded, nothing was attempted
         replayed: list[Message] = []
         fresh: list[Message] = []
         for p, ms in good.items():

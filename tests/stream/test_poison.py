@@ -113,6 +113,18 @@ def keep_alive(env: Env, procs: list[WorkerProcess]) -> int:
     return len(procs) - 1
 
 
+def crash_story(procs: list[WorkerProcess]) -> str:
+    """What each (re)started process logged about attempts, failed transactions and dead
+    letters: what a failed restart bound needs to be read."""
+    words = ("attempt", "transaction failed", "dead letter", "fenced", "rebalance")
+    return "\n".join(
+        f"[{i}] {line}"
+        for i, p in enumerate(procs)
+        for line in p.log.read_text(errors="replace").splitlines()
+        if any(w in line for w in words)
+    )
+
+
 def test_records_that_crash_the_process_are_dead_lettered_as_poison_on_the_third_attempt(
     env: Env,
 ) -> None:
@@ -143,7 +155,7 @@ def test_records_that_crash_the_process_are_dead_lettered_as_poison_on_the_third
     assert int(heads[b"kr"]["source_offset"]) == 60
     assert int(heads[b"kw"]["source_offset"]) == 121
     restarts = keep_alive(env, procs)
-    assert 2 <= restarts <= 6  # at most three crashes per poison record
+    assert 2 <= restarts <= 6, crash_story(procs)  # at most three crashes per poison record
     assert procs[-1].proc.poll() is None
     # and the stream goes on after them
     env.produce(good_events(env, 20, seed=5), partition=0)

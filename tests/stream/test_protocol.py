@@ -464,3 +464,36 @@ def test_a_publish_failing_in_flight_is_raised_by_the_next_collect(
     proto.close()
     assert store.offsets[0] == (5, 0) and proto.sent_ids == []
     assert proto.runs[0].offsets.published == 0 and consumer.committed == []
+
+
+def test_an_isolated_record_is_attempted_only_once_the_one_before_it_committed(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Isolation processes a suspect range one record per commit (crash-loop guard step 2).
+    Were the next record attempted while the previous one's commit is in flight, a crash on
+    it would lose that commit: the restart reads the range from the earlier record again and
+    its attempt count starts over (a poison record then crashed the process 9 times
+    instead of 3, under CPU load)."""
+    store = FakeStore()
+    store.attempts[(TOPIC, 0, 0)] = 1  # a process died on the batch starting at 0
+    proto, _, consumer = _protocol(loop, store)
+    proto.take_over(0)
+    keep, _ = proto.admit(_msgs(0, range(5)))
+    assert [m.offset() for m in keep[0]] == [0] and consumer.seeks == [(0, 1)]
+    write, pending = _batch(proto, 1, "e1")
+    assert proto.submit(write, pending, [0])
+    seen: list[tuple[bool, int]] = []
+    record = store.record_attempts
+
+    async def spy(
+        group: str, spans: list[tuple[str, int, int, int]]
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        seen.append((proto.in_flight is None, store.commits))
+        return await record(group, spans)
+
+    store.record_attempts = spy  # type: ignore[method-assign]
+    keep, _ = proto.admit(_msgs(0, range(1, 5)))
+    assert [m.offset() for m in keep[0]] == [1]
+    assert seen == [(True, 1)]  # record 0 committed before record 1's attempt
+    assert store.offsets[0][0] == 1
+    proto.close()
