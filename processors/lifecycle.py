@@ -64,13 +64,15 @@ def merge_touched(scope: ScopeState) -> None:
 
     # the live clusters as of the tick, in slot order, as compact rows: merges only remove
     # clusters (their 1/w becomes 0, hence similarity 0, below any positive threshold) and
-    # change the absorber's row, which is copied back after each fold
+    # change the absorber's row, which is copied back after each fold. The float64 sums are
+    # read from the scope by slot instead (a fold rewrites the absorber's there): a compact
+    # copy of every live row cost ~1.6 ms per tick at 3,200 clusters of 768-d
     n = scope.n_used
     cid = scope.cid
     live = np.flatnonzero(cid[:n] >= 0)
     row_of = np.full(n, -1, dtype=np.int64)
     row_of[live] = np.arange(live.size)
-    ls = scope.ls[live]
+    ls = scope.ls
     inv_w = 1.0 / scope.w[live]
     cids = cid[live].tolist()  # ids of live clusters never change while merging
     slot_l = live.tolist()
@@ -90,7 +92,7 @@ def merge_touched(scope: ScopeState) -> None:
         (cols,) = (near >= (thr - 1e-3) / coh[ra]).nonzero()
         if not cols.size:
             return
-        one = (ls[cols] @ ls[ra]) * inv_w[cols]
+        one = (ls[live[cols]] @ ls[slot_l[ra]]) * inv_w[cols]
         one *= inv_w[ra]
         (hit,) = (one >= thr).nonzero()
         if not hit.size:
@@ -107,11 +109,21 @@ def merge_touched(scope: ScopeState) -> None:
         # the float32 bound for every pair, then the exact average-link (float64 sums) of
         # each cluster against only those that can reach the threshold
         ri = np.asarray(rows_in, dtype=np.int64)
-        near = (cent[ri] @ cent.T) * coh
-        near *= coh[ri][:, None]
-        near = near >= thr - 1e-3
-        near[np.arange(ri.size), ri] = False
-        r_, c_ = np.nonzero(near)
+        gram = cent[ri] @ cent.T
+        # the bound (gram * coh_c) * coh_r >= thr - 1e-3 is computed only where the cosine
+        # itself can reach it (coh <= cmax), found by one float32 comparison and a flat
+        # nonzero: over touched x live, two float64 passes and a 2-D nonzero cost ~2.5 ms
+        # per tick at 250 x 3,200, and keep the same pairs in the same order
+        cmax = float(coh.max())
+        if cmax <= 0.0:
+            return
+        floor = np.float32((thr - 1e-3) / (cmax * cmax) * (1.0 - 1e-6))
+        flat = np.flatnonzero(gram >= floor)
+        r_, c_ = np.divmod(flat, live.size)
+        bound = gram.ravel()[flat] * coh[c_]
+        bound *= coh[ri[r_]]
+        (sel,) = ((bound >= thr - 1e-3) & (c_ != ri[r_])).nonzero()
+        r_, c_ = r_[sel], c_[sel]
         if not r_.size:
             return
         # one exact product per row, over exactly the columns its bound kept (the BLAS
@@ -120,10 +132,11 @@ def merge_touched(scope: ScopeState) -> None:
         starts = np.flatnonzero(np.concatenate(([True], r_[1:] != r_[:-1]))).tolist()
         ends = [*starts[1:], r_.size]
         ra_of = ri[r_]
-        ra_l = ra_of.tolist()
+        sa_l = live[ra_of].tolist()
+        sc = live[c_]
         dots = np.empty(r_.size)
         for lo, hi in zip(starts, ends, strict=True):
-            dots[lo:hi] = ls[c_[lo:hi]] @ ls[ra_l[lo]]
+            dots[lo:hi] = ls[sc[lo:hi]] @ ls[sa_l[lo]]
         one = dots * inv_w[c_]
         one *= inv_w[ra_of]
         (hit,) = (one >= thr).nonzero()
@@ -168,7 +181,6 @@ def merge_touched(scope: ScopeState) -> None:
         inv_w[gone] = 0.0
         coh[gone] = 0.0
         inv_w[ra] = 1.0 / scope.w[absorber]
-        ls[ra] = scope.ls[absorber]
         cent[ra] = scope.cent[absorber]
         coh[ra] = scope.norm[absorber] * inv_w[ra]
         push_one(ra)
