@@ -8,9 +8,12 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from schemas.messages import DecodedEvent, decoded_event
@@ -53,7 +56,25 @@ def encode_delete(item_id: str) -> bytes:
     return json.dumps({"op": "delete", "item_id": item_id}).encode()
 
 
-def decode(value: bytes) -> Routed | Delete:
+class Parts(NamedTuple):
+    """A routed event with its vector still as the record's bytes: the worker gathers a
+    segment's bytes into one matrix (`matrix`) instead of an array per record and a stack."""
+
+    item_id: str
+    document_id: str | None
+    embedding_type: str
+    embedding_model: str
+    event_time: float
+    metadata: dict[str, Any]
+    body: memoryview
+    """little-endian float32, a whole number of values, at least one"""
+
+    @property
+    def dim(self) -> int:
+        return len(self.body) // 4
+
+
+def split(value: bytes) -> Parts | Delete:
     """Records were written by the router after validation, so a failure here is a bug or a
     foreign writer; callers dead-letter it like any bad input (ValueError, KeyError)."""
     if value[:4] != _MAGIC:
@@ -66,16 +87,35 @@ def decode(value: bytes) -> Routed | Delete:
     body = memoryview(value)[8 + n :]
     if len(body) % 4 or not len(body):
         raise ValueError("vector bytes are not whole float32 values")
-    vec = np.frombuffer(body, dtype="<f4").astype(np.float32)
-    return decoded_event(
-        item_id=str(head["item_id"]),
-        document_id=head.get("document_id"),
-        embedding_type=str(head["embedding_type"]),
-        embedding_model=str(head["embedding_model"]),
-        event_time=float(head["event_time"]),
-        metadata=dict(head.get("metadata") or {}),
-        vector=vec,
+    return Parts(
+        str(head["item_id"]),
+        head.get("document_id"),
+        str(head["embedding_type"]),
+        str(head["embedding_model"]),
+        float(head["event_time"]),
+        dict(head.get("metadata") or {}),
+        body,
     )
+
+
+def routed(parts: Parts) -> Routed:
+    p = parts
+    vec = np.frombuffer(p.body, dtype=_F4).astype(np.float32)
+    return decoded_event(
+        p.item_id, p.document_id, p.embedding_type, p.embedding_model, p.event_time,
+        p.metadata, vec,
+    )  # fmt: skip
+
+
+def decode(value: bytes) -> Routed | Delete:
+    parts = split(value)
+    return parts if isinstance(parts, Delete) else routed(parts)
+
+
+def matrix(bodies: Sequence[memoryview], dim: int) -> npt.NDArray[np.float32]:
+    """The vectors of records of one dimension as one read-only matrix: one copy of their
+    bytes (the engine reads its input, never writes it)."""
+    return np.frombuffer(b"".join(bodies), dtype=_F4).reshape(len(bodies), dim)
 
 
 def as_input_json(rec: Routed) -> bytes:

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,34 @@ from stream.steps import StepClock
 
 log = logging.getLogger(__name__)
 _DLQ_NS = uuid.UUID("7a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
+
+
+@dataclass
+class _Segment:
+    """The records of the next engine call, column by column: their vectors stay record
+    bytes until the call makes one matrix of them (an array per record and a stack: 8.7
+    against 4.0 µs per 384-d event of the worker's decoding, measured alone)."""
+
+    msgs: list[Message] = field(default_factory=list)
+    bodies: list[memoryview] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    docs: list[str | None] = field(default_factory=list)
+    metas: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[ScopeKey] = field(default_factory=list)
+
+    def add(self, m: Message, rec: records.Parts, key: ScopeKey) -> None:
+        self.msgs.append(m)
+        self.bodies.append(rec.body)
+        self.ids.append(rec.item_id)
+        self.times.append(rec.event_time)
+        self.docs.append(rec.document_id)
+        self.metas.append(rec.metadata)
+        self.keys.append(key)
+
+    def batch(self) -> Batch:
+        x = records.matrix(self.bodies, len(self.bodies[0]) // 4)
+        return Batch(x, self.ids, np.asarray(self.times), self.docs, self.metas, self.keys)
 
 
 class Worker:
@@ -226,32 +255,22 @@ class Worker:
         records (undecodable, wrong dimension for their scope) become dead letters."""
         eng = run.engine
         out: list[tuple[BatchResult, list[Message]]] = []
-        seg: list[tuple[records.Routed, Message]] = []
-        keys: list[ScopeKey] = []  # the scope of each record in seg
+        seg = _Segment()
         dims: dict[ScopeKey, int] = {}
 
         def flush() -> None:
-            if not seg:
+            nonlocal seg
+            if not seg.msgs:
                 return
             self.clock.lap("decode")
-            res = eng.learn(
-                Batch(
-                    np.vstack([r.vector for r, _ in seg]),
-                    [r.item_id for r, _ in seg],
-                    np.asarray([r.event_time for r, _ in seg]),
-                    [r.document_id for r, _ in seg],
-                    [r.metadata for r, _ in seg],
-                    keys,
-                )
-            )
+            res = eng.learn(seg.batch())
             self.clock.lap("learn")
-            out.append((res, [m for _, m in seg]))
-            seg.clear()
-            keys.clear()
+            out.append((res, seg.msgs))
+            seg = _Segment()
 
         for m in ms:
             try:
-                rec = records.decode(m.value() or b"")
+                rec = records.split(m.value() or b"")
             except Exception as exc:
                 err = InputError("bad_record", f"bad by-scope record: {exc}"[:500],
                                  type(exc).__name__)  # fmt: skip
@@ -262,15 +281,14 @@ class Worker:
                 out.append((eng.forget([rec.item_id]), []))
                 continue
             key = eng.scope_key(rec.embedding_type, rec.embedding_model, rec.metadata)
-            dim = dims.setdefault(key, eng.dimension(key) or rec.vector.shape[0])
-            if rec.vector.shape[0] != dim:
-                err = dimension_mismatch(key.name, dim, rec.vector.shape[0])
-                self._dead(m, err, write, pending, records.as_input_json(rec))
+            dim = dims.setdefault(key, eng.dimension(key) or rec.dim)
+            if rec.dim != dim:
+                err = dimension_mismatch(key.name, dim, rec.dim)
+                self._dead(m, err, write, pending, records.as_input_json(records.routed(rec)))
                 continue
-            if seg and seg[0][0].vector.shape[0] != dim:
+            if seg.bodies and len(seg.bodies[0]) != len(rec.body):
                 flush()  # one matrix per engine call: scopes of another dimension wait
-            seg.append((rec, m))
-            keys.append(key)
+            seg.add(m, rec, key)
         flush()
         return out
 

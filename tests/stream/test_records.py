@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from processors import Batch, Engine, EngineConfig
 from schemas.inputs import VectorEvent
 from stream import records
 
@@ -42,3 +43,27 @@ def test_event_bytes_are_the_same_whatever_the_vector_dtype_or_layout() -> None:
         ev = records.Routed("i", None, "event", "m", 1.0, {}, same)
         assert records.encode_event(ev) == want
     assert want[:4] == b"S4v1" and want[-32:] == v.astype("<f4").tobytes()
+
+
+def test_a_segment_of_record_bytes_is_one_matrix_the_engine_clusters_as_it_reads_them() -> None:
+    """The worker gathers a segment's vector bytes into one read-only matrix: the same
+    vectors as decoding record by record, and the engine reads them without writing."""
+    rng = np.random.default_rng(2)
+    vs = rng.standard_normal((40, 16)).astype(np.float32)
+    vs /= np.linalg.norm(vs, axis=1, keepdims=True)
+    values = [
+        records.encode_event(records.Routed(f"i{i}", None, "event", "m", float(i), {}, v))
+        for i, v in enumerate(vs)
+    ]
+    parts = [records.split(v) for v in values]
+    assert all(isinstance(p, records.Parts) and p.dim == 16 for p in parts)
+    x = records.matrix([p.body for p in parts if isinstance(p, records.Parts)], 16)
+    assert not x.flags.writeable
+    decoded = [records.decode(v) for v in values]
+    assert np.array_equal(
+        x, np.vstack([r.vector for r in decoded if isinstance(r, records.Routed)])
+    )
+    ids, t = [f"i{i}" for i in range(40)], np.arange(40.0)
+    got = Engine(EngineConfig()).learn(Batch(x, ids, t))
+    want = Engine(EngineConfig()).learn(Batch(vs.copy(), ids, t))
+    assert got.cluster_ids == want.cluster_ids and np.array_equal(got.similarity, want.similarity)
