@@ -99,11 +99,11 @@ def split(value: bytes) -> Parts | Delete:
 
 
 def routed(parts: Parts) -> Routed:
-    p = parts
-    vec = np.frombuffer(p.body, dtype=_F4).astype(np.float32)
+    """The event with its own vector (a dead letter's JSON is made from it)."""
+    vec = np.frombuffer(parts.body, dtype=_F4).astype(np.float32)
     return decoded_event(
-        p.item_id, p.document_id, p.embedding_type, p.embedding_model, p.event_time,
-        p.metadata, vec,
+        parts.item_id, parts.document_id, parts.embedding_type, parts.embedding_model,
+        parts.event_time, parts.metadata, vec,
     )  # fmt: skip
 
 
