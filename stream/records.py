@@ -10,7 +10,7 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -56,16 +56,16 @@ def encode_delete(item_id: str) -> bytes:
     return json.dumps({"op": "delete", "item_id": item_id}).encode()
 
 
+_NO_VECTOR = np.zeros(0, dtype=np.float32)
+_NO_VECTOR.flags.writeable = False
+
+
 class Parts(NamedTuple):
     """A routed event with its vector still as the record's bytes: the worker gathers a
-    segment's bytes into one matrix (`matrix`) instead of an array per record and a stack."""
+    segment's bytes into one matrix (`matrix`) instead of an array per record and a stack.
+    `event` has every field but the vector (an empty array until `routed`)."""
 
-    item_id: str
-    document_id: str | None
-    embedding_type: str
-    embedding_model: str
-    event_time: float
-    metadata: dict[str, Any]
+    event: Routed
     body: memoryview
     """little-endian float32, a whole number of values, at least one"""
 
@@ -87,24 +87,23 @@ def split(value: bytes) -> Parts | Delete:
     body = memoryview(value)[8 + n :]
     if len(body) % 4 or not len(body):
         raise ValueError("vector bytes are not whole float32 values")
-    return Parts(
-        str(head["item_id"]),
-        head.get("document_id"),
-        str(head["embedding_type"]),
-        str(head["embedding_model"]),
-        float(head["event_time"]),
-        dict(head.get("metadata") or {}),
-        body,
+    event = decoded_event(
+        item_id=str(head["item_id"]),
+        document_id=head.get("document_id"),
+        embedding_type=str(head["embedding_type"]),
+        embedding_model=str(head["embedding_model"]),
+        event_time=float(head["event_time"]),
+        metadata=dict(head.get("metadata") or {}),
+        vector=_NO_VECTOR,
     )
+    return Parts(event, body)
 
 
 def routed(parts: Parts) -> Routed:
     """The event with its own vector (a dead letter's JSON is made from it)."""
-    vec = np.frombuffer(parts.body, dtype=_F4).astype(np.float32)
-    return decoded_event(
-        parts.item_id, parts.document_id, parts.embedding_type, parts.embedding_model,
-        parts.event_time, parts.metadata, vec,
-    )  # fmt: skip
+    ev, vec = parts.event, np.frombuffer(parts.body, dtype=_F4).astype(np.float32)
+    fields = (ev.item_id, ev.document_id, ev.embedding_type, ev.embedding_model, ev.event_time)
+    return decoded_event(*fields, ev.metadata, vec)
 
 
 def decode(value: bytes) -> Routed | Delete:
