@@ -111,10 +111,10 @@ def decode(value: bytes) -> Routed | Delete:
     return parts if isinstance(parts, Delete) else routed(parts)
 
 
-def matrix(bodies: Sequence[memoryview], dim: int) -> npt.NDArray[np.float32]:
-    """The vectors of records of one dimension as one read-only matrix: one copy of their
-    bytes (the engine reads its input, never writes it)."""
-    return np.frombuffer(b"".join(bodies), dtype=_F4).reshape(len(bodies), dim)
+def matrix(bodies: Sequence[memoryview]) -> npt.NDArray[np.float32]:
+    """The vectors of records of one dimension (bodies of equal length) as one read-only
+    matrix: one copy of their bytes (the engine reads its input, never writes it)."""
+    return np.frombuffer(b"".join(bodies), dtype=_F4).reshape(len(bodies), -1)
 
 
 def as_input_json(rec: Routed) -> bytes:

@@ -72,7 +72,7 @@ class _Segment:
         self.keys.append(key)
 
     def batch(self) -> Batch:
-        x = records.matrix(self.bodies, len(self.bodies[0]) // 4)
+        x = records.matrix(self.bodies)
         return Batch(x, self.ids, np.asarray(self.times), self.docs, self.metas, self.keys)
 
 

@@ -57,7 +57,7 @@ def test_a_segment_of_record_bytes_is_one_matrix_the_engine_clusters_as_it_reads
     ]
     parts = [records.split(v) for v in values]
     assert all(isinstance(p, records.Parts) and p.dim == 16 for p in parts)
-    x = records.matrix([p.body for p in parts if isinstance(p, records.Parts)], 16)
+    x = records.matrix([p.body for p in parts if isinstance(p, records.Parts)])
     assert not x.flags.writeable
     decoded = [records.decode(v) for v in values]
     assert np.array_equal(
