@@ -467,5 +467,5 @@ def _cluster_state(st: ScopeState, cid: str, merged: bool) -> ClusterState:
         float(st.w[slot]),
         float(st.t_first[slot]),
         float(st.t_last[slot]),
-        st.cent[slot].copy(),
+        st.centroids.of(slot).copy(),
     )

@@ -57,21 +57,24 @@ def merge_touched(scope: ScopeState) -> None:
     touched = [s for s in touched if scope.cid[s] >= 0]
     if not touched or scope.n_used < 2:
         return
+    # the live clusters as of the tick are the rows of the scope's compact centroid matrix,
+    # held in place while merging: merges only remove clusters (their 1/w becomes 0, hence
+    # similarity 0, below any positive threshold) and change the absorber's centroid, which
+    # a fold writes into its row. The float64 sums are read from the scope by slot (a fold
+    # rewrites the absorber's there): a compact copy of every live row cost ~1.6 ms per tick
+    # at 3,200 clusters of 768-d
+    with scope.centroids.held():
+        _merge_rows(scope, touched, thr)
+
+
+def _merge_rows(scope: ScopeState, touched: list[int], thr: float) -> None:
     # heap entries (-link, id_a, id_b, version_a, version_b, row_a, row_b) with id_a < id_b:
     # the rows only carry the pair (the ids decide every tie); an entry is stale once a row's
     # version moved, which happens to the absorber and to the absorbed cluster of each fold
     heap: list[tuple[float, int, int, int, int, int, int]] = []
-
-    # the live clusters as of the tick, in slot order, as compact rows: merges only remove
-    # clusters (their 1/w becomes 0, hence similarity 0, below any positive threshold) and
-    # change the absorber's row, which is copied back after each fold. The float64 sums are
-    # read from the scope by slot instead (a fold rewrites the absorber's there): a compact
-    # copy of every live row cost ~1.6 ms per tick at 3,200 clusters of 768-d
-    n = scope.n_used
     cid = scope.cid
-    live = np.flatnonzero(cid[:n] >= 0)
-    row_of = np.full(n, -1, dtype=np.int64)
-    row_of[live] = np.arange(live.size)
+    live = scope.centroids.slots
+    row_of = scope.centroids.row_of
     ls = scope.ls
     inv_w = 1.0 / scope.w[live]
     cids = cid[live].tolist()  # ids of live clusters never change while merging
@@ -82,7 +85,7 @@ def merge_touched(scope: ScopeState) -> None:
     # a bound on each average link from the float32 centroids, to skip most of the exact
     # products after a merge: link(a, b) = coh_a coh_b cos(a, b), coh = |ls| / w <= 1, and
     # the float32 cosine is within 1e-4 of the exact one (unit rows, dimension < 10^4)
-    cent = scope.cent[live]
+    cent = scope.centroids.rows
     coh = scope.norm[live] * inv_w
 
     def push_one(ra: int) -> None:
@@ -92,6 +95,9 @@ def merge_touched(scope: ScopeState) -> None:
         (cols,) = (near >= (thr - 1e-3) / coh[ra]).nonzero()
         if not cols.size:
             return
+        # in slot order: a row's BLAS product depends on its place among the rows, and the
+        # compact rows' order depends on the clusters' history (tested)
+        cols = cols[np.argsort(live[cols])]
         one = (ls[live[cols]] @ ls[slot_l[ra]]) * inv_w[cols]
         one *= inv_w[ra]
         (hit,) = (one >= thr).nonzero()
@@ -126,6 +132,8 @@ def merge_touched(scope: ScopeState) -> None:
         r_, c_ = r_[sel], c_[sel]
         if not r_.size:
             return
+        order = np.lexsort((live[c_], r_))  # each row's columns in slot order (as in push_one)
+        r_, c_ = r_[order], c_[order]
         # one exact product per row, over exactly the columns its bound kept (the BLAS
         # result of a row depends on the set it is computed in); the scaling and the
         # threshold are elementwise, so they run once for all rows
@@ -181,6 +189,5 @@ def merge_touched(scope: ScopeState) -> None:
         inv_w[gone] = 0.0
         coh[gone] = 0.0
         inv_w[ra] = 1.0 / scope.w[absorber]
-        cent[ra] = scope.cent[absorber]
         coh[ra] = scope.norm[absorber] * inv_w[ra]
         push_one(ra)

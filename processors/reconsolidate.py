@@ -78,7 +78,7 @@ def _points(scope: ScopeState) -> tuple[npt.NDArray[np.float32], list[int], list
     live = [int(s) for s in scope.live_slots() if scope.status[s] == ACTIVE]
     live.sort(key=lambda s: int(scope.cid[s]))
     budget = max(scope.cfg.max_reconsolidation_points, len(live))
-    rows: list[npt.NDArray[np.float32]] = [scope.cent[s] for s in live]
+    rows: list[npt.NDArray[np.float32]] = [scope.centroids.of(s) for s in live]
     owner = [int(scope.cid[s]) for s in live]
     item: list[str | None] = [None] * len(live)
     for p in range(scope.cfg.reservoir_size):

@@ -32,8 +32,8 @@ def representatives(scope: ScopeState, slot: int, k: int) -> list[str]:
     ids, vecs, times = reservoir(scope, slot)
     if not ids:
         return []
-    centre = scope.cent[slot].astype(np.float64)
-    rel = vecs @ centre
+    centre = scope.centroids.of(slot).astype(np.float64)
+    rel = list(vecs @ centre)  # numpy float64 scalars (their rounding below)
     order = sorted(range(len(ids)), key=lambda i: (-round(rel[i], 12), -times[i], ids[i]))
     chosen = [order[0]]
     while len(chosen) < min(k, len(ids)):

@@ -50,7 +50,7 @@ def cluster_result(
         cluster_size=len(members),
         member_ids=ids,
         document_ids=docs,
-        centroid_vector=st.cent[slot].tolist(),
+        centroid_vector=st.centroids.of(slot).tolist(),
         temporal_span=[iso_utc(float(st.t_first[slot])), iso_utc(float(st.t_last[slot]))],
         primary_entities=top(fc.entities, 5),
         domain=next(iter(top(fc.domains, 1)), None),

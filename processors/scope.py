@@ -4,6 +4,8 @@ Cluster state is kept in slot arrays (a slot is reused after a cluster retires; 
 never is). Each cluster holds a decayed linear sum `ls` and weight `w` referenced to the time
 `tref` of its last activity (lazy decay: scaling both by the same factor leaves the centroid
 and the mean vector ls/w unchanged, so decay is applied only when a cluster is touched).
+The unit centroids are the one exception to the slot layout: they live compact, one row per
+live cluster (`processors.centroids`), because every segment searches them all.
 
 This class is the only writer of those tables: assignment (`assign`), folding one cluster
 into another (`fold`), splitting parts out of one (`unfold`), removing a member (`remove`)
@@ -26,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from river import drift
 
+from processors.centroids import LiveCentroids
 from processors.config import EngineConfig
 from processors.decay import decay_factor, decay_factors
 from processors.facets import EMPTY, FacetCounts, Facets
@@ -109,6 +112,7 @@ class ScopeState:
         self.cap = 0
         self.n_used = 0
         self.free: list[int] = []
+        self.centroids = LiveCentroids(dim)
         self._grow(64)
         self.item_slot: dict[str, int] = {}
         self.slot_of: dict[int, int] = {}
@@ -153,7 +157,6 @@ class ScopeState:
 
         g = getattr
         self.ls = ext(g(self, "ls", None), (cap, d), np.float64)
-        self.cent = ext(g(self, "cent", None), (cap, d), np.float32)
         self.w = ext(g(self, "w", None), (cap,), np.float64)
         self.tref = ext(g(self, "tref", None), (cap,), np.float64)
         self.norm = ext(g(self, "norm", None), (cap,), np.float64, 1.0)
@@ -173,6 +176,7 @@ class ScopeState:
         self.facets: list[FacetCounts] = g(self, "facets", []) + [
             FacetCounts() for _ in range(cap - old)
         ]
+        self.centroids.grow(cap)
         self.free.extend(range(cap - 1, old - 1, -1))
         self.cap = cap
 
@@ -199,7 +203,7 @@ class ScopeState:
         self.res_ids[slot] = [None] * self.cfg.reservoir_size
         self.res_next[slot] = 0
         self.ls[slot] = 0.0
-        self.cent[slot] = 0.0
+        self.centroids.drop(slot)
         self.w[slot] = 0.0
         self.cid[slot] = -1
         self.touched.discard(slot)
@@ -299,7 +303,7 @@ class ScopeState:
         self.w[slot] = weight
         self.tref[slot] = t
         self.norm[slot] = float(np.linalg.norm(self.ls[slot]))
-        self.cent[slot] = self.ls[slot] / self.norm[slot]
+        self.centroids.put(slot, self.ls[slot] / self.norm[slot])
         self.t_first[slot] = t
         self.t_last[slot] = t
         self.status[slot] = CANDIDATE
@@ -371,7 +375,7 @@ class ScopeState:
         la = ls[a]
         n = math.sqrt(float(la @ la))
         self.norm[a] = n
-        self.cent[a] = la / n if n > 0 else 0.0
+        self.centroids.put(a, la / n if n > 0 else np.zeros_like(la))
         if self.t_first[b] < self.t_first[a]:
             self.t_first[a] = self.t_first[b]
         if self.t_last[b] > self.t_last[a]:
@@ -442,7 +446,7 @@ class ScopeState:
             self.ls[ns] = mean * w_new
             self.w[ns] = w_new
             self.norm[ns] = float(np.linalg.norm(self.ls[ns]))
-            self.cent[ns] = self.ls[ns] / self.norm[ns]
+            self.centroids.put(ns, self.ls[ns] / self.norm[ns])
             self.ls[slot] -= self.ls[ns]
             self.w[slot] -= w_new
             self.status[ns] = ACTIVE if w_new >= self.cfg.min_weight else CANDIDATE
@@ -462,7 +466,7 @@ class ScopeState:
             parts_done.append((ns, sorted(moved)))
         n = float(np.linalg.norm(self.ls[slot]))
         self.norm[slot] = n
-        self.cent[slot] = self.ls[slot] / n
+        self.centroids.put(slot, self.ls[slot] / n)
         for ns, moved_items in parts_done:
             # one event per new part, so each names exactly the items that moved into it
             self.emit("split", slot, related=[self.cluster_id(ns)], moved=moved_items)
@@ -502,7 +506,7 @@ class ScopeState:
             self.retire(slot, "emptied")
         else:
             self.norm[slot] = n
-            self.cent[slot] = self.ls[slot] / n
+            self.centroids.put(slot, self.ls[slot] / n)
             if self.status[slot] == ACTIVE:
                 self.emit("updated", slot, moved=[item_id], reason="member_deleted")
         return left
@@ -585,7 +589,7 @@ class ScopeState:
         arrays: dict[str, npt.NDArray[Any]] = {
             "slots": live,
             "ls": self.ls[live],
-            "cent": self.cent[live],
+            "cent": self.centroids.of_many(live),
             "w": self.w[live],
             "tref": self.tref[live],
             "norm": self.norm[live],
@@ -622,8 +626,9 @@ class ScopeState:
         st.free = [int(x) for x in fields["free"]]
         st.n_used = int(fields["n_used"])
         live = arrays["slots"]
-        for name in ("ls", "cent", "w", "tref", "norm", "t_first", "t_last", "cid", "status"):
+        for name in ("ls", "w", "tref", "norm", "t_first", "t_last", "cid", "status"):
             getattr(st, name)[live] = arrays[name]
+        st.centroids.put_many(live, arrays["cent"])
         st.res_next[live] = arrays["res_next"]
         st.slot_of = {int(c): int(s) for c, s in zip(arrays["cid"], live, strict=True)}
         # format 1 wrote no granularity tags (four entries per row): they restore empty
@@ -681,7 +686,7 @@ class ScopeState:
             rows = np.fromiter(self.dirty, dtype=np.int64, count=len(self.dirty))
             self.dirty.clear()
             rows = rows[self.cid[rows] >= 0]
-            self.cent[rows] = self.ls[rows] / self.norm[rows, None]
+            self.centroids.put_many(rows, self.ls[rows] / self.norm[rows, None])
 
     # ------------------------------------------------------------------ assignment
     def assign(
@@ -704,14 +709,11 @@ class ScopeState:
         thr, tau, k = cfg.assign_threshold, cfg.tau_seconds, cfg.search_k
         x64 = x32.astype(np.float64)
         n_live = len(self.slot_of)
-        if self.n_used:
-            # only live rows are searched: free slots (zero rows, a third of the table on
-            # News-T) would cost search time and can never be candidates
-            live = np.flatnonzero(self.cid[: self.n_used] >= 0)
+        if self.centroids.n:
             dist, idx = knn_inner_product(
-                x32, self.cent[live], k, cfg.search_threads, cfg.search_backend
+                x32, self.centroids.rows, k, cfg.search_threads, cfg.search_backend
             )
-            near = np.where(idx >= 0, live[np.maximum(idx, 0)], -1)
+            near = np.where(idx >= 0, self.centroids.slots[np.maximum(idx, 0)], -1)
             cand = np.unique(near[near >= 0])
             cand = cand[np.argsort(self.cid[cand], kind="stable")]
             if n_live > k:
