@@ -7,6 +7,7 @@ from processors import Batch, Engine, EngineConfig, lifecycle
 from processors.centroids import LiveCentroids
 from processors.scope import ScopeState
 from stream.synthetic import blobs, drifting_stream
+from tests.processors.test_reconsolidate import two_topic_cluster
 
 
 def assert_rows_are_the_live_centroids(scope: ScopeState) -> None:
@@ -20,9 +21,9 @@ def assert_rows_are_the_live_centroids(scope: ScopeState) -> None:
     np.testing.assert_array_equal(c.of_many(live), want)
 
 
-def test_the_compact_rows_are_the_live_clusters_through_merges_splits_and_retirements() -> None:
-    """Every way a cluster opens, moves or leaves keeps the compact matrix equal to the live
-    clusters' centroids: assignment, merges, splits, retirement and forgotten members."""
+def test_the_compact_rows_are_the_live_clusters_through_merges_and_retirements() -> None:
+    """Assignment, merges, retirement and forgotten members keep the compact matrix equal to
+    the live clusters' centroids (splits: the next test)."""
     cfg = EngineConfig(
         half_life_seconds=3_600,
         tick_items=128,
@@ -45,6 +46,18 @@ def test_the_compact_rows_are_the_live_clusters_through_merges_splits_and_retire
     assert {"created", "merged", "retired"} <= kinds
     restored = Engine.restore(eng.snapshot())
     assert_rows_are_the_live_centroids(next(iter(restored.scopes.values())))
+
+
+def test_the_compact_rows_follow_a_split() -> None:
+    d = 32
+    second = (0.2 * np.eye(d)[0] + np.eye(d)[1]) / np.hypot(0.2, 1.0)
+    eng, _, _ = two_topic_cluster(second, 0.02, 0.9, seed=0)
+    (scope,) = eng.scopes.values()
+    assert scope.centroids.n == 1
+    out = eng.reconsolidate()
+    assert [e.kind for e in out.changes].count("split") == 1
+    assert scope.centroids.n == 2
+    assert_rows_are_the_live_centroids(scope)
 
 
 def test_rows_keep_their_places_while_held() -> None:
