@@ -116,7 +116,11 @@ class LiveCentroids:
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Rows keep their places while held: drops wait for the end. Merges hold them, as
-        their pairs refer to rows while folds remove clusters."""
+        their pairs refer to rows while folds remove clusters. A hold inside a hold adds
+        nothing (the outer one applies the drops)."""
+        if self._held is not None:
+            yield
+            return
         self._held = []
         try:
             yield

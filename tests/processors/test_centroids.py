@@ -66,7 +66,8 @@ def test_rows_keep_their_places_while_held() -> None:
     c.put_many(np.arange(4), np.arange(4.0)[:, None])
     with c.held():
         c.drop(0)
-        c.drop(2)
+        with c.held():
+            c.drop(2)
         assert c.slots.tolist() == [0, 1, 2, 3]
         c.put(1, np.array([9.0]))
         assert c.rows[1].tolist() == [9.0]
