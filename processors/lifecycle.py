@@ -11,8 +11,15 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
+import numpy.typing as npt
 
-from processors.scope import ACTIVE, ScopeState
+from processors.scope import ACTIVE, FoldPlan, ScopeState
+
+# float32 cosines of unit rows (dimension < 10^4) are within COS_ERR of the exact ones; the
+# link bound keeps pairs within 1e-3 of the threshold, so derived cosines must stay within
+# MAX_COS_ERR of the exact ones to be used
+COS_ERR = 1e-4
+MAX_COS_ERR = 5e-4
 
 
 def tick(scope: ScopeState) -> None:
@@ -87,10 +94,16 @@ def _merge_rows(scope: ScopeState, touched: list[int], thr: float) -> None:
     # the float32 cosine is within 1e-4 of the exact one (unit rows, dimension < 10^4)
     cent = scope.centroids.rows
     coh = scope.norm[live] * inv_w
+    # each row's float32 cosines to every row, where known: the touched rows' from the
+    # first product, an absorber's from its parts' (below), with a bound on their error;
+    # columns of rows changed by a fold since are recomputed when used
+    cos_of: dict[int, npt.NDArray[np.float32]] = {}
+    err_of: dict[int, float] = {}
+    changed: dict[int, None] = {}  # rows a fold changed during this tick, in order
 
-    def push_one(ra: int) -> None:
+    def push_one(ra: int, cos: npt.NDArray[np.float32]) -> None:
         """`first_links([ra])`, lean: after each merge, for the absorber."""
-        near = (cent @ cent[ra]) * coh
+        near = cos * coh
         near[ra] = -np.inf
         (cols,) = (near >= (thr - 1e-3) / coh[ra]).nonzero()
         if not cols.size:
@@ -116,6 +129,9 @@ def _merge_rows(scope: ScopeState, touched: list[int], thr: float) -> None:
         # each cluster against only those that can reach the threshold
         ri = np.asarray(rows_in, dtype=np.int64)
         gram = cent[ri] @ cent.T
+        for i, r in enumerate(rows_in):
+            cos_of[r] = gram[i]
+            err_of[r] = COS_ERR
         # the bound (gram * coh_c) * coh_r >= thr - 1e-3 is computed only where the cosine
         # itself can reach it (coh <= cmax), found by one float32 comparison and a flat
         # nonzero: over touched x live, two float64 passes and a 2-D nonzero cost ~2.5 ms
@@ -173,16 +189,40 @@ def _merge_rows(scope: ScopeState, touched: list[int], thr: float) -> None:
                 heap.append((-v, cb, ca, 0, 0, c, ra))
         heapq.heapify(heap)
 
+    def absorber_cosines(
+        plan: FoldPlan, na: float, nb: float, n: float, ra: int, rb: int
+    ) -> npt.NDArray[np.float32] | None:
+        """The absorber's cosines to every row from its parts', instead of a product with
+        every live centroid after each fold (None when a part's are not known or their error
+        bound has grown too large). Its sums are fa ls_a + fb ls_b, so its unit centroid is
+        (fa |ls_a| c_a + fb |ls_b| c_b) / |ls_ab|, and so are its cosines, with the parts'
+        errors weighted alike. Rows a fold changed during this tick are recomputed."""
+        ca, cb = cos_of.get(ra), cos_of.get(rb)
+        if ca is None or cb is None or n <= 0.0:
+            return None
+        alpha, beta = plan.fa * na / n, plan.fb * nb / n
+        err = alpha * err_of[ra] + beta * err_of[rb] + 1e-6
+        if err > MAX_COS_ERR:
+            return None
+        cos = ca * np.float32(alpha) + cb * np.float32(beta)
+        if changed:
+            rows = np.fromiter(changed, dtype=np.int64, count=len(changed))
+            cos[rows] = cent[rows] @ cent[ra]
+        err_of[ra] = err
+        return cos
+
     first_links(row_of[touched].tolist())
     pop = heapq.heappop
     while heap:
         _, _, _, va, vb, ra, rb = pop(heap)
         if ver[ra] != va or ver[rb] != vb:
             continue
-        a, b = slot_l[ra], slot_l[rb]
-        absorber = scope.fold(a, b, reason="average_link")
-        if absorber == b:
+        plan = scope.fold_plan(slot_l[ra], slot_l[rb])
+        absorber = plan.absorber
+        if absorber != slot_l[ra]:
             ra, rb = rb, ra
+        na, nb = float(scope.norm[absorber]), float(scope.norm[plan.absorbed])
+        scope.apply_fold(plan, reason="average_link")
         ver[ra] += 1
         ver[rb] += 1
         gone = rb
@@ -190,4 +230,10 @@ def _merge_rows(scope: ScopeState, touched: list[int], thr: float) -> None:
         coh[gone] = 0.0
         inv_w[ra] = 1.0 / scope.w[absorber]
         coh[ra] = scope.norm[absorber] * inv_w[ra]
-        push_one(ra)
+        cos = absorber_cosines(plan, na, nb, float(scope.norm[absorber]), ra, rb)
+        if cos is None:
+            cos, err_of[ra] = cent @ cent[ra], COS_ERR
+        cos_of[ra] = cos
+        cos_of.pop(rb, None)
+        changed[ra] = None
+        push_one(ra, cos)

@@ -22,7 +22,7 @@ import hashlib
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -75,6 +75,18 @@ def _tags(row: list[Any]) -> tuple[tuple[str, str], ...]:
 
 
 Member = tuple[str | None, float, Facets]
+
+
+class FoldPlan(NamedTuple):
+    """One cluster folded into another: absorber sums = fa x its own + fb x the absorbed's
+    (each decayed to the later of their reference times, `t`), of weight `weight`."""
+
+    absorber: int
+    absorbed: int
+    fa: float
+    fb: float
+    weight: float
+    t: float
 """A held item: (document id, event time, facets), read through `DOC`, `TIME`, `FACETS`.
 
 A plain tuple of strings, a float and a `Facets` tuple, not a class: the cyclic collector
@@ -356,7 +368,12 @@ class ScopeState:
     def fold(self, a: int, b: int, reason: str) -> int:
         """Fold the lighter cluster into the heavier (older id on equal weight); returns the
         absorber's slot. The absorbed id ends with a `merged` event naming it."""
-        w, ls, cid, status = self.w, self.ls, self.cid, self.status
+        return self.apply_fold(self.fold_plan(a, b), reason)
+
+    def fold_plan(self, a: int, b: int) -> FoldPlan:
+        """What `fold(a, b)` will do, without doing it: the merge links derive the
+        absorber's cosines from its parts' (`lifecycle`)."""
+        w, cid = self.w, self.cid
         ta, tb = float(self.tref[a]), float(self.tref[b])
         t = max(ta, tb)
         hl = self.cfg.half_life_seconds
@@ -369,8 +386,15 @@ class ScopeState:
             wa0, wb0 = wb0, wa0
         fa = wa / wa0 if wa0 else 0.0
         fb = wb / wb0 if wb0 else 0.0
+        return FoldPlan(a, b, fa, fb, wa + wb, t)
+
+    def apply_fold(self, plan: FoldPlan, reason: str) -> int:
+        """`fold`, as planned by `fold_plan` (nothing may change the two clusters between)."""
+        a, b, fa, fb = plan.absorber, plan.absorbed, plan.fa, plan.fb
+        w, ls, cid, status = self.w, self.ls, self.cid, self.status
+        t = plan.t
         ls[a] = ls[a] * fa + ls[b] * fb
-        w[a] = wa + wb
+        w[a] = plan.weight
         self.tref[a] = t
         la = ls[a]
         n = math.sqrt(float(la @ la))
