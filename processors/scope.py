@@ -75,6 +75,15 @@ def _tags(row: list[Any]) -> tuple[tuple[str, str], ...]:
 
 
 Member = tuple[str | None, float, Facets]
+"""A held item: (document id, event time, facets), read through `DOC`, `TIME`, `FACETS`.
+
+A plain tuple of strings, a float and a `Facets` tuple, not a class: the cyclic collector
+stops tracking such a tuple in one of its first passes, and a cluster's member dictionary in
+the next full pass. Full passes hold the GIL, stalling the worker's loop and committer; they
+no longer walk one object per held item (tests/processors/test_scope.py)."""
+DOC: Final = 0
+TIME: Final = 1
+FACETS: Final = 2
 
 
 class FoldPlan(NamedTuple):
@@ -87,15 +96,6 @@ class FoldPlan(NamedTuple):
     fb: float
     weight: float
     t: float
-"""A held item: (document id, event time, facets), read through `DOC`, `TIME`, `FACETS`.
-
-A plain tuple of strings, a float and a `Facets` tuple, not a class: the cyclic collector
-stops tracking such a tuple in one of its first passes, and a cluster's member dictionary in
-the next full pass. Full passes hold the GIL, stalling the worker's loop and committer; they
-no longer walk one object per held item (tests/processors/test_scope.py)."""
-DOC: Final = 0
-TIME: Final = 1
-FACETS: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
