@@ -129,9 +129,8 @@ def _merge_rows(scope: ScopeState, touched: list[int], thr: float) -> None:
         # each cluster against only those that can reach the threshold
         ri = np.asarray(rows_in, dtype=np.int64)
         gram = cent[ri] @ cent.T
-        for i, r in enumerate(rows_in):
-            cos_of[r] = gram[i]
-            err_of[r] = COS_ERR
+        cos_of.update(zip(rows_in, gram, strict=True))
+        err_of.update(dict.fromkeys(rows_in, COS_ERR))
         # the bound (gram * coh_c) * coh_r >= thr - 1e-3 is computed only where the cosine
         # itself can reach it (coh <= cmax), found by one float32 comparison and a flat
         # nonzero: over touched x live, two float64 passes and a 2-D nonzero cost ~2.5 ms

@@ -9,7 +9,7 @@ import base64
 import json
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -101,9 +101,7 @@ def split(value: bytes) -> Parts | Delete:
 
 def routed(parts: Parts) -> Routed:
     """The event with its own vector (a dead letter's JSON is made from it)."""
-    ev, vec = parts.event, np.frombuffer(parts.body, dtype=_F4).astype(np.float32)
-    fields = (ev.item_id, ev.document_id, ev.embedding_type, ev.embedding_model, ev.event_time)
-    return decoded_event(*fields, ev.metadata, vec)
+    return replace(parts.event, vector=np.frombuffer(parts.body, dtype=_F4).astype(np.float32))
 
 
 def decode(value: bytes) -> Routed | Delete:
