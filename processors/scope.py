@@ -429,29 +429,26 @@ class ScopeState:
         """The newest members of both rings, oldest first (the next write replaces it)."""
         r = self.cfg.reservoir_size
         res_time, res_vec, res_ids = self.res_time, self.res_vec, self.res_ids
-        # (-time, item, flat ring position): the order of (-time, item, slot, position)
-        entries = [
-            (-t, item, a * r + p)
-            for p, (item, t) in enumerate(zip(res_ids[a], res_time[a].tolist(), strict=True))
-            if item is not None
-        ]
-        entries += [
-            (-t, item, b * r + p)
-            for p, (item, t) in enumerate(zip(res_ids[b], res_time[b].tolist(), strict=True))
-            if item is not None
-        ]
-        entries.sort()
-        keep = entries[:r][::-1]
+        ids = res_ids[a] + res_ids[b]
+        ts = res_time[a].tolist() + res_time[b].tolist()
+        full = [i for i, item in enumerate(ids) if item is not None]
+        # newest first, ties by item (an item is held once, so no two entries tie on both)
+        if len({ts[i] for i in full}) == len(full):
+            full.sort(key=ts.__getitem__, reverse=True)
+        else:
+            full.sort(key=lambda i: (-ts[i], ids[i]))
+        keep = full[:r][::-1]
         k = len(keep)
         if k:
-            # the gather copies before the write, so rows of `a` itself move safely
+            # flat ring rows; the gather copies before the write, so rows of `a` move safely
             rows = res_vec.reshape(-1, self.dim)  # a view: the table is contiguous
-            res_vec[a, :k] = rows.take([e[2] for e in keep], axis=0)
-            res_time[a, :k] = [-e[0] for e in keep]
+            ar, br = a * r, b * r - r
+            res_vec[a, :k] = rows.take([ar + i if i < r else br + i for i in keep], axis=0)
+            res_time[a, :k] = [ts[i] for i in keep]
         if k < r:
             res_vec[a, k:] = 0.0
             res_time[a, k:] = 0.0
-        res_ids[a] = [e[1] for e in keep] + [None] * (r - k)
+        res_ids[a] = [ids[i] for i in keep] + [None] * (r - k)
         self.res_next[a] = k
 
     def unfold(

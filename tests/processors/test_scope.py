@@ -2,9 +2,10 @@ import gc
 from typing import Any
 
 import numpy as np
+import pytest
 
-from processors import Batch, Engine, EngineConfig
-from processors.scope import FACETS, change_event
+from processors import Batch, Engine, EngineConfig, ScopeKey
+from processors.scope import FACETS, ScopeState, change_event
 from schemas.outputs import ChangeEvent
 
 
@@ -52,3 +53,47 @@ def test_held_members_leave_the_cyclic_collector() -> None:
     assert held
     assert not [m for _, m in held if gc.is_tracked(m) or gc.is_tracked(m[FACETS])]
     assert not [t for t, _ in held if gc.is_tracked(t)]
+
+
+def newest_of_both_rings(
+    scope: ScopeState, a: int, b: int
+) -> tuple[list[float], list[str | None], np.ndarray]:
+    """The definition: both rings' members newest first (ties by item), the reservoir's
+    size of them, oldest first."""
+    r = scope.cfg.reservoir_size
+    entries = [
+        (-float(scope.res_time[s, p]), item, scope.res_vec[s, p].copy())
+        for s in (a, b)
+        for p, item in enumerate(scope.res_ids[s])
+        if item is not None
+    ]
+    entries.sort(key=lambda e: e[:2])
+    keep = entries[:r][::-1]
+    vecs = np.zeros((r, scope.dim), dtype=np.float32)
+    for i, e in enumerate(keep):
+        vecs[i] = e[2]
+    times = [-e[0] for e in keep] + [0.0] * (r - len(keep))
+    return times, [e[1] for e in keep] + [None] * (r - len(keep)), vecs
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_a_fold_keeps_the_newest_members_of_both_rings(ties: bool) -> None:
+    cfg = EngineConfig(reservoir_size=6)
+    rng = np.random.default_rng(int(ties))
+    r = cfg.reservoir_size
+    for trial in range(200):
+        scope = ScopeState(ScopeKey("document", "t"), 4, cfg)
+        for s in (3, 5):
+            scope.res_vec[s] = rng.standard_normal((r, 4))
+            scope.res_time[s] = rng.integers(0, 3, r) if ties else rng.random(r)
+            ids: list[str | None] = [f"{rng.integers(100)}-{s}-{p}" for p in range(r)]
+            for p in rng.choice(r, int(rng.integers(0, r + 1)), replace=False):
+                ids[p] = None
+            scope.res_ids[s] = ids
+        a, b = (3, 5) if trial % 2 else (5, 3)
+        times, ids, vecs = newest_of_both_rings(scope, a, b)
+        scope._fold_reservoirs(a, b)
+        assert scope.res_time[a].tolist() == times
+        assert scope.res_ids[a] == ids
+        np.testing.assert_array_equal(scope.res_vec[a], vecs)
+        assert scope.res_next[a] == sum(i is not None for i in ids)
