@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.facets import _STOP as STOP
 from processors.facets import (
     CATEGORY,
     EMPTY,
@@ -14,6 +19,34 @@ from processors.facets import (
     extract,
     tag,
 )
+
+TOKEN = re.compile(r"[^\W\d_][\w'-]*")
+
+
+def plain_terms(title: str) -> tuple[str, ...]:
+    """The rule: maximal tokens (a letter, then word characters, apostrophes, hyphens) of
+    the lowercased text, longer than two characters, not stop words, first occurrence."""
+    tokens = TOKEN.findall(title.lower())
+    return tuple(dict.fromkeys(t for t in tokens if len(t) > 2 and t not in STOP))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("abcAB xyz-'_9é\u0301\u00df.,\t")) | st.characters(),
+        max_size=60,
+    )
+)
+def test_label_terms_follow_the_plain_rule(title: str) -> None:
+    assert extract({"title": title})[0] == plain_terms(title)
+
+
+def test_label_terms_of_short_and_joined_words() -> None:
+    title = "An ox, a x-y deal: 9ab ab9cd it's Hi-Fi O'Neil ßa é\u0301t the Fed's"
+    assert extract({"title": title})[0] == plain_terms(title)
+    assert extract({"title": title})[0] == (
+        "x-y", "deal", "ab9cd", "it's", "hi-fi", "o'neil", "fed's"
+    )  # fmt: skip
 
 
 def test_extract_keeps_the_granularity_tags() -> None:
