@@ -7,7 +7,9 @@ reconsolidation records, a checkpoint every 8,192 items and at the end, and the 
     .venv/bin/python -m benchmarks.output_digest [minilm mpnet minilm-meta synth]
 
 Prints one line per stream: its name, the first 16 hex digits, seconds. Compare the lines
-before and after a change (docs/benchmarks.md, Engine speed, has the current ones).
+before and after a change in the same environment: the numpy and BLAS builds decide the
+last bits of products, so another set of wheels prints other digests for the same code
+(docs/benchmarks.md, Engine speed, has the ones of each environment, run 18 the latest).
 """
 
 from __future__ import annotations
