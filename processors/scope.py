@@ -750,7 +750,10 @@ class ScopeState:
         cols = np.full(width, -1, dtype=np.int64)
         cols[:nc0] = cand
         acc = np.empty((b, width))
-        score = np.full((b, width), -math.inf)
+        # untracked: -inf. Columns past the candidates are written by the kernel for every
+        # row after the item that adds them (rows before it never read them again)
+        score = np.empty((b, width))
+        score[:, :nc0] = -math.inf
         gram = x64 @ x64.T
         # time weights between items of the segment: a cluster an item joins (or opens) takes
         # that item's time as its reference, so its column of scores reuses this matrix

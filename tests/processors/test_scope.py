@@ -7,6 +7,7 @@ import pytest
 from processors import Batch, Engine, EngineConfig, ScopeKey
 from processors.scope import FACETS, ScopeState, change_event
 from schemas.outputs import ChangeEvent
+from tests.conftest import blobs
 
 
 def test_change_event_is_what_model_construct_builds() -> None:
@@ -97,3 +98,32 @@ def test_a_fold_keeps_the_newest_members_of_both_rings(ties: bool) -> None:
         assert scope.res_ids[a] == ids
         np.testing.assert_array_equal(scope.res_vec[a], vecs)
         assert scope.res_next[a] == sum(i is not None for i in ids)
+
+
+def test_assignment_reads_no_scratch_it_did_not_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment's scratch arrays are allocated unfilled where the kernel writes before it
+    reads (the columns of clusters added during the segment): poisoned with +inf, which
+    would win any comparison it took part in, every output is the same."""
+    x, _ = blobs(900, 16, 30, seed=3, spread=0.7)
+    cfg = EngineConfig(search_k=2, tick_items=300)
+
+    def outputs() -> tuple[list[str], bytes]:
+        eng = Engine(cfg)
+        out: list[str] = []
+        for lo in range(0, len(x), 300):
+            ids = [f"i{i}" for i in range(lo, lo + 300)]
+            res = eng.learn(Batch(x[lo : lo + 300], ids, np.arange(lo, lo + 300, dtype=float)))
+            out += [a.model_dump_json() for a in res.assignments()]
+            out += [e.model_dump_json() for e in res.changes]
+        return out, eng.snapshot()
+
+    clean = outputs()
+    empty = np.empty
+
+    def poisoned(shape: Any, dtype: Any = float, **kw: Any) -> np.ndarray:
+        a = empty(shape, dtype=dtype, **kw)
+        a.fill(np.inf if np.issubdtype(a.dtype, np.floating) else -7)
+        return a
+
+    monkeypatch.setattr(np, "empty", poisoned)
+    assert outputs() == clean
