@@ -757,7 +757,9 @@ class ScopeState:
         gram = x64 @ x64.T
         # time weights between items of the segment: a cluster an item joins (or opens) takes
         # that item's time as its reference, so its column of scores reuses this matrix
-        tw = np.exp(-np.abs(times[:, None] - times[None, :]) / tau)
+        tw = np.subtract.outer(times, times)
+        np.abs(tw, out=tw)
+        np.exp(np.divide(tw, -tau, out=tw), out=tw)  # exp(-|ti - tj| / tau), in place
         # slots for clusters the segment may open, taken in the order _alloc would give them
         while len(self.free) < b:
             self._grow(self.cap * 2)
