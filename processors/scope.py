@@ -431,13 +431,13 @@ class ScopeState:
         res_time, res_vec, res_ids = self.res_time, self.res_vec, self.res_ids
         ids = res_ids[a] + res_ids[b]
         ts = res_time[a].tolist() + res_time[b].tolist()
-        full = [i for i, item in enumerate(ids) if item is not None]
+        held = [i for i, item in enumerate(ids) if item is not None]
         # newest first, ties by item (an item is held once, so no two entries tie on both)
-        if len({ts[i] for i in full}) == len(full):
-            full.sort(key=ts.__getitem__, reverse=True)
+        if len({ts[i] for i in held}) == len(held):
+            held.sort(key=ts.__getitem__, reverse=True)
         else:
-            full.sort(key=lambda i: (-ts[i], ids[i]))
-        keep = full[:r][::-1]
+            held.sort(key=lambda i: (-ts[i], ids[i]))
+        keep = held[:r][::-1]
         k = len(keep)
         if k:
             # flat ring rows; the gather copies before the write, so rows of `a` move safely
