@@ -51,7 +51,10 @@ def test_a_rate_is_kept_in_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
     early = max((i + 1) / rate - (t - t0) for i, t in enumerate(sent))
     assert early <= ops._PACE_SECONDS + 0.002  # 2 ms: the clock read before t0
     gaps = sorted(b - a for a, b in itertools.pairwise(sent))
-    assert gaps[len(gaps) // 2] < 0.1 / rate  # most messages leave right after another
+    # most messages leave right after another: paced one by one, the median gap would be the
+    # schedule's 1 / rate; in bursts it is one message's cost (20-75 us on the dev machine,
+    # which varies by more than 2x from day to day), so half the schedule's gap tells them apart
+    assert gaps[len(gaps) // 2] < 0.5 / rate
 
 
 def test_the_schedule_starts_once_connected(monkeypatch: pytest.MonkeyPatch) -> None:
