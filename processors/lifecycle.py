@@ -224,9 +224,8 @@ def _merge_rows(scope: ScopeState, touched: list[int], thr: float) -> None:
         scope.apply_fold(plan, reason="average_link")
         ver[ra] += 1
         ver[rb] += 1
-        gone = rb
-        inv_w[gone] = 0.0
-        coh[gone] = 0.0
+        inv_w[rb] = 0.0
+        coh[rb] = 0.0
         inv_w[ra] = 1.0 / scope.w[absorber]
         coh[ra] = scope.norm[absorber] * inv_w[ra]
         cos = absorber_cosines(plan, na, nb, float(scope.norm[absorber]), ra, rb)

@@ -433,10 +433,7 @@ class ScopeState:
         ts = res_time[a].tolist() + res_time[b].tolist()
         held = [i for i, item in enumerate(ids) if item is not None]
         # newest first, ties by item (an item is held once, so no two entries tie on both)
-        if len({ts[i] for i in held}) == len(held):
-            held.sort(key=ts.__getitem__, reverse=True)
-        else:
-            held.sort(key=lambda i: (-ts[i], ids[i]))
+        held.sort(key=lambda i: (-ts[i], ids[i]))
         keep = held[:r][::-1]
         k = len(keep)
         if k:
